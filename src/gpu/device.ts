@@ -1,0 +1,133 @@
+/**
+ * WebGPU adapter selection for Node (Dawn via the `webgpu` package).
+ *
+ * A machine may have a hardware GPU (Vulkan), only a software adapter, or none. Two software adapters are
+ * supported because they exercise different code paths (see ../shared/webgpu.md):
+ * - `gles`: Mesa llvmpipe through Dawn's OpenGL ES backend — compatibility mode, no subgroups, 128 MiB bindings;
+ * - `swiftshader`: SwiftShader Vulkan shipped with Debian's Chromium — core mode, subgroups of size 4.
+ * Every caller says which adapter it got: {@link GpuContext.description}.
+ */
+
+export type DeviceChoice = 'auto' | 'gpu' | 'cpu';
+export type SoftwareAdapter = 'gles' | 'swiftshader';
+
+export interface GpuContext {
+  device: GPUDevice;
+  /** Human-readable adapter name, e.g. "NVIDIA H100 (vulkan)" or "llvmpipe (opengles, software)". */
+  description: string;
+  software: boolean;
+  backend: 'vulkan' | 'opengles';
+  /** Whether the `subgroups` feature is enabled on the device (the fast paths use it). */
+  subgroups: boolean;
+  /** Subgroup size range reported by the adapter (0 when unknown or no subgroups). */
+  subgroupMinSize: number;
+  subgroupMaxSize: number;
+  timestamps: boolean;
+}
+
+const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+const SOFTWARE_NAME = /swiftshader|llvmpipe|lavapipe|softpipe|software/i;
+
+interface DawnModule {
+  create(options: string[]): GPU;
+  globals: object;
+}
+
+let dawn: DawnModule | undefined;
+const contexts = new Map<string, Promise<GpuContext>>();
+
+async function loadDawn(): Promise<DawnModule> {
+  if (dawn) return dawn;
+  try {
+    dawn = (await import('webgpu')) as unknown as DawnModule;
+  } catch (error) {
+    throw new Error(`WebGPU is not available: the 'webgpu' package (Dawn for Node) failed to load: ${(error as Error).message}`);
+  }
+  Object.assign(globalThis, dawn.globals);
+  return dawn;
+}
+
+function adapterText(adapter: GPUAdapter): string {
+  const info = adapter.info;
+  return [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
+}
+
+function isSoftware(adapter: GPUAdapter): boolean {
+  return (adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter === true
+    || SOFTWARE_NAME.test(adapterText(adapter));
+}
+
+async function hardwareAdapter(module: DawnModule): Promise<GPUAdapter | null> {
+  const adapter = await module.create([]).requestAdapter({ powerPreference: 'high-performance' });
+  return adapter && !isSoftware(adapter) ? adapter : null;
+}
+
+async function softwareAdapter(module: DawnModule, which: SoftwareAdapter): Promise<GPUAdapter | null> {
+  if (which === 'gles') {
+    process.env.EGL_PLATFORM ??= 'surfaceless';
+    return module.create(['backend=opengles']).requestAdapter({ featureLevel: 'compatibility' });
+  }
+  process.env.VK_ICD_FILENAMES ??= SWIFTSHADER_ICD;
+  return module.create(['backend=vulkan']).requestAdapter();
+}
+
+async function openDevice(adapter: GPUAdapter, backend: GpuContext['backend']): Promise<GpuContext> {
+  const wanted: GPUFeatureName[] = ['subgroups', 'timestamp-query', 'shader-f16'];
+  const requiredFeatures = wanted.filter((feature) => adapter.features.has(feature));
+  const limitNames = [
+    'maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupSizeX', 'maxComputeInvocationsPerWorkgroup',
+    'maxComputeWorkgroupStorageSize', 'maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupsPerDimension',
+  ] as const;
+  const requiredLimits: Record<string, number> = {};
+  for (const name of limitNames) requiredLimits[name] = adapter.limits[name];
+  const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  const software = isSoftware(adapter);
+  const name = info.description || info.device || info.vendor || 'unknown adapter';
+  return {
+    device,
+    description: `${name} (${backend}${software ? ', software' : ''})`,
+    software,
+    backend,
+    subgroups: requiredFeatures.includes('subgroups'),
+    subgroupMinSize: info.subgroupMinSize ?? 0,
+    subgroupMaxSize: info.subgroupMaxSize ?? 0,
+    timestamps: requiredFeatures.includes('timestamp-query'),
+  };
+}
+
+const NO_WEBGPU_HELP =
+  'no WebGPU adapter found. On a machine with a GPU install its Vulkan driver and the Vulkan loader (libvulkan1); '
+  + 'without a GPU install Mesa for the software adapter: apt-get install libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri '
+  + '(or chromium + libvulkan1 for SwiftShader, selected with EQZ_SOFTWARE_ADAPTER=swiftshader)';
+
+/**
+ * The WebGPU device for `choice`, created once per process and shared (pipelines are cached per device).
+ * - `gpu`: a hardware adapter or an error;
+ * - `cpu`: a software adapter (`software`, else $EQZ_SOFTWARE_ADAPTER, else `gles`);
+ * - `auto`: hardware when present, else software.
+ */
+export function acquireGpu(choice: DeviceChoice = 'auto', software?: SoftwareAdapter): Promise<GpuContext> {
+  const soft = software ?? (process.env.EQZ_SOFTWARE_ADAPTER as SoftwareAdapter | undefined) ?? 'gles';
+  if (soft !== 'gles' && soft !== 'swiftshader') {
+    return Promise.reject(new Error(`unknown software adapter "${soft}" (expected gles or swiftshader)`));
+  }
+  const key = `${choice}/${soft}`;
+  let context = contexts.get(key);
+  if (!context) {
+    context = (async () => {
+      const module = await loadDawn();
+      if (choice !== 'cpu') {
+        const hardware = await hardwareAdapter(module);
+        if (hardware) return openDevice(hardware, 'vulkan');
+        if (choice === 'gpu') throw new Error('--device gpu: no hardware GPU adapter found (Vulkan). Use --device cpu for the software adapter.');
+      }
+      const adapter = await softwareAdapter(module, soft);
+      if (!adapter) throw new Error(NO_WEBGPU_HELP);
+      return openDevice(adapter, soft === 'gles' ? 'opengles' : 'vulkan');
+    })();
+    context.catch(() => contexts.delete(key));
+    contexts.set(key, context);
+  }
+  return context;
+}
