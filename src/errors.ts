@@ -32,6 +32,9 @@ export class EqzError extends Error {
   readonly offset?: number;
   readonly file?: string;
 
+  /** The message without the code and location. */
+  readonly detail: string;
+
   constructor(code: EqzErrorCode, message: string, context: EqzErrorContext = {}) {
     const where = [
       context.file !== undefined ? `file ${context.file}` : '',
@@ -40,20 +43,25 @@ export class EqzError extends Error {
     ].filter(Boolean);
     super(`${code}: ${message}${where.length ? ` (${where.join(', ')})` : ''}`);
     this.name = 'EqzError';
+    this.detail = message;
     this.code = code;
     this.tensor = context.tensor;
     this.offset = context.offset;
     this.file = context.file;
   }
 
-  /** The same error with more context filled in (keeps the innermost tensor/offset already known). */
-  withContext(context: EqzErrorContext): EqzError {
-    const merged = new EqzError(this.code, this.message.replace(/^\w+: /, '').replace(/ \((file|tensor|byte offset)[^)]*\)$/, ''), {
+  /**
+   * The same error placed in a file: `offsetBase` is added to an offset that was relative to a payload (errors
+   * raised while decoding a payload count from its first byte); tensor and file are filled in where unknown.
+   */
+  locate(context: { file?: string; tensor?: string; offsetBase?: number }): EqzError {
+    const offset = context.offsetBase !== undefined ? context.offsetBase + (this.offset ?? 0) : this.offset;
+    const located = new EqzError(this.code, this.detail, {
       file: this.file ?? context.file,
       tensor: this.tensor ?? context.tensor,
-      offset: this.offset ?? context.offset,
+      offset,
     });
-    merged.stack = this.stack;
-    return merged;
+    located.stack = this.stack;
+    return located;
   }
 }

@@ -1,0 +1,54 @@
+/**
+ * Turns a stored payload back into tensor bytes, per encoding (spec §"Encodings"). No Node-only imports: this is
+ * the CPU decode path of the embeddable decoder too.
+ */
+import { EqzError } from '../errors.js';
+import { DTYPE_SIZE, type Dtype } from '../container/format.js';
+import { numElements, type TensorEntry } from '../container/table.js';
+import type { EqzReader } from '../container/reader.js';
+import { fromFloat32, toFloat32 } from '../tensor/dtype.js';
+
+/** Output dtypes a decoder can be asked for; floating tensors convert with round-to-nearest-even. */
+export type OutputDtype = 'F32' | 'F16' | 'BF16';
+
+export interface DecodeOptions {
+  /** Output dtype for floating-point tensors; default: the tensor's own dtype. */
+  dtype?: OutputDtype;
+}
+
+/** The dtype a tensor decodes to under `options`. */
+export function outputDtypeOf(entry: TensorEntry, options: DecodeOptions = {}): Dtype {
+  const floating = entry.dtype === 'F32' || entry.dtype === 'F16' || entry.dtype === 'BF16';
+  return options.dtype && floating ? options.dtype : entry.dtype;
+}
+
+/** Decodes one tensor's payload (already checksum-verified) to little-endian bytes of its output dtype. */
+export function decodePayload(entry: TensorEntry, payload: Uint8Array, options: DecodeOptions = {}): Uint8Array {
+  const elements = numElements(entry.shape);
+  let bytes: Uint8Array;
+  switch (entry.encoding) {
+    case 'raw': {
+      const expected = elements * DTYPE_SIZE[entry.dtype];
+      if (payload.length !== expected) {
+        throw new EqzError('Malformed', `raw payload is ${payload.length} bytes, expected ${expected} for shape [${entry.shape.join(', ')}] ${entry.dtype}`, { tensor: entry.name });
+      }
+      bytes = payload;
+      break;
+    }
+    default:
+      throw new EqzError('UnknownEncoding', `encoding ${entry.encoding} is not supported by this decoder`, { tensor: entry.name });
+  }
+  const target = outputDtypeOf(entry, options);
+  return target === entry.dtype ? bytes : fromFloat32(toFloat32(bytes, entry.dtype), target as OutputDtype);
+}
+
+/** Reads, verifies and decodes one tensor. Errors name the tensor and the payload's byte offset. */
+export async function decodeTensor(reader: EqzReader, entry: TensorEntry, options: DecodeOptions = {}): Promise<Uint8Array> {
+  const payload = await reader.readPayload(entry);
+  try {
+    return decodePayload(entry, payload, options);
+  } catch (error) {
+    if (error instanceof EqzError) throw error.locate({ tensor: entry.name, offsetBase: reader.payloadOffset(entry) });
+    throw error;
+  }
+}
