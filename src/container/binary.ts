@@ -146,7 +146,8 @@ export class ByteWriter {
   }
 
   u8(value: number): this {
-    this.buffer[this.reserve(1)] = value;
+    const at = this.reserve(1);
+    this.buffer[at] = value;
     return this;
   }
 
@@ -193,7 +194,8 @@ export class ByteWriter {
   }
 
   bytes(data: Uint8Array): this {
-    this.buffer.set(data, this.reserve(data.length));
+    const at = this.reserve(data.length);
+    this.buffer.set(data, at);
     return this;
   }
 
