@@ -1,0 +1,81 @@
+/**
+ * .eqz → safetensors file or Hugging Face folder: each tensor decoded and written in turn; the folder's small files
+ * (config, tokenizer...) and shard layout come back from the metadata.
+ */
+import { fileSource } from '../container/file-source.js';
+import { EqzReader } from '../container/reader.js';
+import { META } from '../container/format.js';
+import { getString, type Metadata, type TensorEntry } from '../container/table.js';
+import { ValueType } from '../container/format.js';
+import { decodeTensor, outputDtypeOf, type DecodeOptions } from '../decode/tensor.js';
+import { writeModel, type ModelFileLayout } from '../io/model-folder.js';
+import { EqzError } from '../errors.js';
+
+export interface DecodeModelOptions extends DecodeOptions {
+  overwrite?: boolean;
+  onProgress?: (done: number, total: number, bytes: number) => void;
+}
+
+/** The shard layout recorded at encode time, or one file holding every tensor in table order. */
+export function sourceLayout(metadata: Metadata, tensors: readonly TensorEntry[]): ModelFileLayout[] {
+  const recorded = getString(metadata, META.sourceFiles);
+  if (recorded !== undefined) {
+    let layout: unknown;
+    try {
+      layout = JSON.parse(recorded);
+    } catch {
+      throw new EqzError('Malformed', `metadata ${META.sourceFiles} is not valid JSON`);
+    }
+    const names = new Set(tensors.map((t) => t.name));
+    const valid = Array.isArray(layout) && layout.every((file) =>
+      typeof file?.name === 'string' && Array.isArray(file.tensors) && file.tensors.every((n: unknown) => typeof n === 'string' && names.has(n)));
+    if (!valid) throw new EqzError('Malformed', `metadata ${META.sourceFiles} does not describe this file's tensors`);
+    return layout as ModelFileLayout[];
+  }
+  return [{ name: 'model.safetensors', metadata: null, tensors: tensors.map((t) => t.name) }];
+}
+
+/** Files embedded under `eqz.file.<path>`. */
+export function embeddedFiles(metadata: Metadata): Map<string, Uint8Array> {
+  const files = new Map<string, Uint8Array>();
+  for (const [key, value] of metadata) {
+    if (!key.startsWith(META.filePrefix)) continue;
+    if (value.type !== ValueType.ARRAY || !(value.value instanceof Uint8Array)) {
+      throw new EqzError('Malformed', `metadata ${key} is not an array of u8`);
+    }
+    const path = key.slice(META.filePrefix.length);
+    if (path === '' || path.startsWith('/') || path.split('/').some((part) => part === '..' || part === '')) {
+      throw new EqzError('Malformed', `embedded file path "${path}" is not a plain relative path`);
+    }
+    files.set(path, value.value);
+  }
+  return files;
+}
+
+export async function decodeModel(input: string, output: string, options: DecodeModelOptions = {}): Promise<{ tensors: number; bytes: number; seconds: number }> {
+  const started = performance.now();
+  const reader = await EqzReader.open(await fileSource(input));
+  try {
+    const layout = sourceLayout(reader.metadata, reader.tensors);
+    let done = 0;
+    let bytes = 0;
+    await writeModel(
+      output,
+      layout,
+      embeddedFiles(reader.metadata),
+      reader.tensors.map((t) => ({ name: t.name, dtype: outputDtypeOf(t, options), shape: t.shape })),
+      async (name) => {
+        const decoded = await decodeTensor(reader, reader.tensor(name)!, options);
+        bytes += decoded.length;
+        options.onProgress?.(++done, reader.tensors.length, bytes);
+        return decoded;
+      },
+      { overwrite: options.overwrite },
+    );
+    return { tensors: reader.tensors.length, bytes, seconds: (performance.now() - started) / 1000 };
+  } catch (error) {
+    throw error instanceof EqzError ? error.locate({ file: input }) : error;
+  } finally {
+    await reader.close();
+  }
+}
