@@ -125,13 +125,14 @@ function setU32(bytes: Uint8Array, at: number, value: number): Uint8Array {
 }
 
 export async function generateVectors(outDir: string): Promise<Manifest> {
-  await mkdir(outDir, { recursive: true });
+  await mkdir(join(outDir, 'valid'), { recursive: true });
+  await mkdir(join(outDir, 'invalid'), { recursive: true });
   const manifest: Manifest = { version: 1, valid: [], invalid: [] };
 
-  const rawPath = join(outDir, 'raw-basic.eqz');
+  const rawPath = join(outDir, 'valid/raw-basic.eqz');
   await writeVector(rawPath, rawTensors(), rawMetadata(), 64);
   const raw = new Uint8Array(await readFile(rawPath));
-  manifest.valid.push({ file: 'raw-basic.eqz', description: 'raw encoding: every float width, integers, bool, a scalar, an empty tensor; every metadata type', tensors: await describeValid(raw) });
+  manifest.valid.push({ file: 'valid/raw-basic.eqz', description: 'raw encoding: every float width, integers, bool, a scalar, an empty tensor; every metadata type', tensors: await describeValid(raw) });
 
   const header = parseHeader(raw, raw.length);
   const flip = (at: number): Uint8Array => { const copy = raw.slice(); copy[at]! ^= 0x01; return copy; };
@@ -155,7 +156,8 @@ export async function generateVectors(outDir: string): Promise<Manifest> {
     ['unknown-dtype.eqz', 'UnsupportedDtype', 'dtype code 99 on model.f32', withTable(raw, (_, table) => setU32(table, entryField(table, 'model.f32', 0), 99))],
     ['raw-size-mismatch.eqz', 'Malformed', 'model.f32 declares shape [3, 5] but holds 48 bytes', withTable(raw, (tensors) => { tensors[0]!.shape = [3, 5]; })],
   ];
-  for (const [file, error, description, bytes] of invalid) {
+  for (const [name, error, description, bytes] of invalid) {
+    const file = `invalid/${name}`;
     await writeFile(join(outDir, file), bytes);
     manifest.invalid.push({ file, error, description });
   }

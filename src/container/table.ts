@@ -248,6 +248,7 @@ export function parseTable(bytes: Uint8Array, header: EqzHeader): EqzTable {
   for (let i = 0; i < metadataCount; i++) {
     const keyAt = reader.offset;
     const key = reader.string('metadata key', LIMITS.maxNameBytes);
+    if (key.length === 0) reader.fail('Malformed', 'empty metadata key', keyAt);
     if (metadata.has(key)) reader.fail('Malformed', `duplicate metadata key "${key}"`, keyAt);
     metadata.set(key, readValue(reader));
   }
