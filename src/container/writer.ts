@@ -5,8 +5,8 @@
  * interrupted leaves no .eqz behind.
  */
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
 import { EqzError } from '../errors.js';
+import { temporaryPath, trackTemporary } from '../io/temporary.js';
 import { xxh32, Xxh32 } from '../codec/xxh32.js';
 import { DEFAULT_ALIGNMENT, FORMAT_VERSION, HEADER_SIZE, LIMITS, type Dtype, type Encoding } from './format.js';
 import { encodeHeader, encodeTable, numElements, type Metadata, type TensorEntry } from './table.js';
@@ -23,30 +23,6 @@ export interface TensorToWrite {
   encoding: Encoding;
   /** The payload, possibly in several pieces written back to back. */
   payload: Uint8Array | readonly Uint8Array[];
-}
-
-/** A unique temporary path beside `target`, so the final rename stays on one file system. */
-export function temporaryPathFor(target: string): string {
-  return join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
-}
-
-const liveTemporaries = new Set<string>();
-let exitHookInstalled = false;
-
-/** Deletes temporary outputs if the process is interrupted (Ctrl-C, kill) before they were renamed into place. */
-export function trackTemporary(path: string): () => void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-      process.once(signal, () => {
-        for (const temp of liveTemporaries) void rm(temp, { recursive: true, force: true });
-        // Leave time for the deletions, then exit with the conventional status for the signal.
-        setTimeout(() => process.exit(signal === 'SIGINT' ? 130 : 143), 100);
-      });
-    }
-  }
-  liveTemporaries.add(path);
-  return () => liveTemporaries.delete(path);
 }
 
 export class EqzWriter {
@@ -69,9 +45,9 @@ export class EqzWriter {
     if (alignment < 8 || alignment > 65536 || (alignment & (alignment - 1)) !== 0) {
       throw new Error(`alignment ${alignment} must be a power of two between 8 and 65536`);
     }
-    const temporaryPath = temporaryPathFor(path);
-    const handle = await open(temporaryPath, 'wx');
-    return new EqzWriter(path, temporaryPath, handle, alignment, trackTemporary(temporaryPath));
+    const temporary = temporaryPath(path);
+    const handle = await open(temporary, 'wx');
+    return new EqzWriter(path, temporary, handle, alignment, trackTemporary(temporary));
   }
 
   private get dataOffset(): number {

@@ -10,6 +10,7 @@ import { lstat, mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, sta
 import { basename, join, posix } from 'node:path';
 import type { Dtype } from '../container/format.js';
 import { EqzError } from '../errors.js';
+import { temporaryPath, trackTemporary } from './temporary.js';
 import { asIoError, SafetensorsFile, SafetensorsWriter, type SafetensorsEntry, type SafetensorsTensor } from './safetensors.js';
 
 /** Largest non-weight file kept with a model; anything bigger is almost surely another copy of the weights. */
@@ -147,8 +148,11 @@ function checkIndexes(
         mapped.delete(name);
       }
     }
-    const [strayTensor, strayShard] = mapped.entries().next().value ?? [];
-    if (strayTensor !== undefined) throw malformed(`weight_map puts the tensor in ${strayShard}, which has no such tensor`, strayTensor);
+    const stray = mapped.entries().next();
+    if (!stray.done) {
+      const [tensor, shard] = stray.value;
+      throw malformed(`weight_map puts the tensor in ${shard}, which has no such tensor`, tensor);
+    }
   }
   for (const shard of shards.keys()) {
     const listed = listedByDirectory.get(directoryOf(shard));
@@ -400,8 +404,9 @@ export async function writeModel(
     return;
   }
 
-  const temp = `${outPath}.tmp-${uniqueSuffix()}`;
+  const temp = temporaryPath(outPath);
   await fileSystemStep(temp, 'create the output folder', () => mkdir(temp));
+  const untrack = trackTemporary(temp);
   try {
     for (const file of files) {
       const path = join(temp, file.name);
@@ -419,6 +424,8 @@ export async function writeModel(
   } catch (error) {
     await rm(temp, { recursive: true, force: true });
     throw error;
+  } finally {
+    untrack();
   }
 }
 

@@ -13,10 +13,10 @@
  * temporary file that is renamed into place only when complete.
  */
 
-import { randomBytes } from 'node:crypto';
 import { open, rm, rename, type FileHandle } from 'node:fs/promises';
 import { DTYPE_SIZE, isDtype, type Dtype } from '../container/format.js';
 import { EqzError, type EqzErrorCode } from '../errors.js';
+import { temporaryPath, trackTemporary } from './temporary.js';
 
 /** Largest header the reference implementation accepts (its `MAX_HEADER_SIZE`); bounds what a hostile file can make us allocate. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -82,7 +82,7 @@ export function asIoError(error: unknown, file: string, action: string): EqzErro
  * exact; dimensions are folded in order, so a zero after an overflowing prefix does not rescue it (as in the
  * reference crate's `checked_mul` fold).
  */
-export function tensorByteLength(dtype: Dtype, shape: readonly unknown[], site: FailureSite): number {
+function tensorByteLength(dtype: Dtype, shape: readonly unknown[], site: FailureSite): number {
   let numel = 1;
   for (const dim of shape) {
     if (typeof dim !== 'number' || !Number.isInteger(dim) || dim < 0) {
@@ -425,6 +425,8 @@ export class SafetensorsWriter {
     private readonly byteLengths: readonly number[],
     headerBytes: number,
     private readonly handle: FileHandle,
+    /** Unregisters the temporary file from the interruption cleanup. */
+    private readonly untrack: () => void,
   ) {
     this.position = headerBytes;
   }
@@ -436,14 +438,14 @@ export class SafetensorsWriter {
     metadata: Record<string, string> | null = null,
   ): Promise<SafetensorsWriter> {
     const { header, byteLengths } = encodeHeader(entries, metadata, path);
-    const tempPath = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+    const tempPath = temporaryPath(path);
     let handle: FileHandle;
     try {
       handle = await open(tempPath, 'wx');
     } catch (error) {
       throw asIoError(error, tempPath, 'create');
     }
-    const writer = new SafetensorsWriter(path, tempPath, entries, byteLengths, header.length, handle);
+    const writer = new SafetensorsWriter(path, tempPath, entries, byteLengths, header.length, handle, trackTemporary(tempPath));
     await writer.guard(() => writeFully(handle, header, 0));
     return writer;
   }
@@ -494,6 +496,7 @@ export class SafetensorsWriter {
       this.closed = true;
       await this.handle.close();
       await rename(this.tempPath, this.path);
+      this.untrack();
     });
   }
 
@@ -504,6 +507,7 @@ export class SafetensorsWriter {
       await this.handle.close().catch(() => undefined);
     }
     await rm(this.tempPath, { force: true });
+    this.untrack();
   }
 
   /** Runs an I/O step; on failure deletes the temporary file and rethrows as EqzError('Io'). */
