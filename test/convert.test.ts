@@ -2,7 +2,8 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
-import { openModel } from '../src/io/model-folder.js';
+import { openModel, writeModel } from '../src/io/model-folder.js';
+import { fromFloat32, toFloat32 } from '../src/tensor/dtype.js';
 import { SHARED_DATA, tempDir } from './helpers.js';
 
 const dir = await tempDir();
@@ -48,6 +49,44 @@ describe('eqz convert --lossless round trip on every shared model and weight fil
     expect(validation.status, validation.err).toBe(0);
     expect((await eqz('convert', packed, '-o', restored)).status).toBe(0);
     await expectSameModel(source.path, restored);
+  });
+});
+
+describe('sharded folders', () => {
+  it('keep their shards, and --dtype bf16 rounds every float tensor and updates the index total', async () => {
+    const source = await openModel(join(SHARED_DATA, 'models', 'stories260K'));
+    const names = source.tensors.map((t) => t.name);
+    const half = Math.ceil(names.length / 2);
+    const layout = [
+      { name: 'model-00001-of-00002.safetensors', metadata: { format: 'pt' }, tensors: names.slice(0, half) },
+      { name: 'model-00002-of-00002.safetensors', metadata: { format: 'pt' }, tensors: names.slice(half) },
+    ];
+    const weightMap = Object.fromEntries(layout.flatMap((f) => f.tensors.map((n) => [n, f.name])));
+    const total = source.tensors.reduce((sum, t) => sum + t.byteLength, 0);
+    const smallFiles = new Map(source.smallFiles);
+    smallFiles.set('model.safetensors.index.json', new TextEncoder().encode(JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap })));
+    const sharded = join(dir, 'sharded');
+    await writeModel(sharded, layout, smallFiles, source.tensors, (name) => source.readTensor(source.tensors.find((t) => t.name === name)!));
+
+    const packed = join(dir, 'sharded.eqz');
+    expect((await eqz('convert', sharded, '-o', packed, '--lossless')).status).toBe(0);
+    expect((await eqz('convert', packed, '-o', join(dir, 'sharded-back'))).status).toBe(0);
+    await expectSameModel(sharded, join(dir, 'sharded-back'));
+
+    expect((await eqz('convert', packed, '-o', join(dir, 'sharded-bf16'), '--dtype', 'bf16')).status).toBe(0);
+    const bf16 = await openModel(join(dir, 'sharded-bf16'));
+    expect(bf16.files.map((f) => f.name)).toEqual(layout.map((f) => f.name));
+    for (const tensor of bf16.tensors) {
+      expect(tensor.dtype).toBe('BF16');
+      const original = source.tensors.find((t) => t.name === tensor.name)!;
+      const expected = fromFloat32(toFloat32(await source.readTensor(original), 'F32'), 'BF16');
+      expect(Buffer.from(await bf16.readTensor(tensor)).equals(Buffer.from(expected)), tensor.name).toBe(true);
+    }
+    const index = JSON.parse(new TextDecoder().decode(bf16.smallFiles.get('model.safetensors.index.json')));
+    expect(index.metadata.total_size).toBe(total / 2);
+    expect(index.weight_map).toEqual(weightMap);
+    await bf16.close();
+    await source.close();
   });
 });
 

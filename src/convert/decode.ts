@@ -4,9 +4,8 @@
  */
 import { fileSource } from '../container/file-source.js';
 import { EqzReader } from '../container/reader.js';
-import { META } from '../container/format.js';
-import { getString, type Metadata, type TensorEntry } from '../container/table.js';
-import { ValueType } from '../container/format.js';
+import { getString, numElements, type Metadata, type TensorEntry } from '../container/table.js';
+import { DTYPE_SIZE, META, ValueType } from '../container/format.js';
 import { decodeTensor, outputDtypeOf, type DecodeOptions } from '../decode/tensor.js';
 import { writeModel, type ModelFileLayout } from '../io/model-folder.js';
 import { EqzError } from '../errors.js';
@@ -52,6 +51,25 @@ export function embeddedFiles(metadata: Metadata): Map<string, Uint8Array> {
   return files;
 }
 
+/**
+ * A sharded model's index records the total weight size; when the output dtype differs from the stored one, the
+ * index is rewritten with the new total (its weight map is unchanged).
+ */
+function updateIndexTotals(files: Map<string, Uint8Array>, totalBytes: number): void {
+  for (const [path, bytes] of files) {
+    if (!path.endsWith('.safetensors.index.json')) continue;
+    let index: { metadata?: { total_size?: number } };
+    try {
+      index = JSON.parse(new TextDecoder().decode(bytes));
+    } catch {
+      continue; // not ours to judge: copied as it came
+    }
+    if (index.metadata?.total_size === undefined || index.metadata.total_size === totalBytes) continue;
+    index.metadata.total_size = totalBytes;
+    files.set(path, new TextEncoder().encode(`${JSON.stringify(index, null, 2)}\n`));
+  }
+}
+
 export async function decodeModel(input: string, output: string, options: DecodeModelOptions = {}): Promise<{ tensors: number; bytes: number; seconds: number }> {
   const started = performance.now();
   const reader = await EqzReader.open(await fileSource(input));
@@ -59,11 +77,16 @@ export async function decodeModel(input: string, output: string, options: Decode
     const layout = sourceLayout(reader.metadata, reader.tensors);
     let done = 0;
     let bytes = 0;
+    const outputs = reader.tensors.map((t) => ({ name: t.name, dtype: outputDtypeOf(t, options), shape: t.shape }));
+    const files = embeddedFiles(reader.metadata);
+    if (outputs.some((t, i) => t.dtype !== reader.tensors[i]!.dtype)) {
+      updateIndexTotals(files, outputs.reduce((sum, t) => sum + numElements(t.shape) * DTYPE_SIZE[t.dtype], 0));
+    }
     await writeModel(
       output,
       layout,
-      embeddedFiles(reader.metadata),
-      reader.tensors.map((t) => ({ name: t.name, dtype: outputDtypeOf(t, options), shape: t.shape })),
+      files,
+      outputs,
       async (name) => {
         const decoded = await decodeTensor(reader, reader.tensor(name)!, options);
         bytes += decoded.length;
