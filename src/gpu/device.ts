@@ -35,6 +35,17 @@ interface DawnModule {
 
 let dawn: DawnModule | undefined;
 const contexts = new Map<string, Promise<GpuContext>>();
+/**
+ * Dawn instances live as long as the process: if the GPU object `create` returns were garbage-collected, Dawn would
+ * shut down under devices still in use and abort the process.
+ */
+const instances: GPU[] = [];
+
+function instance(module: DawnModule, options: string[]): GPU {
+  const gpu = module.create(options);
+  instances.push(gpu);
+  return gpu;
+}
 
 async function loadDawn(): Promise<DawnModule> {
   if (dawn) return dawn;
@@ -58,17 +69,17 @@ function isSoftware(adapter: GPUAdapter): boolean {
 }
 
 async function hardwareAdapter(module: DawnModule): Promise<GPUAdapter | null> {
-  const adapter = await module.create([]).requestAdapter({ powerPreference: 'high-performance' });
+  const adapter = await instance(module, []).requestAdapter({ powerPreference: 'high-performance' });
   return adapter && !isSoftware(adapter) ? adapter : null;
 }
 
 async function softwareAdapter(module: DawnModule, which: SoftwareAdapter): Promise<GPUAdapter | null> {
   if (which === 'gles') {
     process.env.EGL_PLATFORM ??= 'surfaceless';
-    return module.create(['backend=opengles']).requestAdapter({ featureLevel: 'compatibility' });
+    return instance(module, ['backend=opengles']).requestAdapter({ featureLevel: 'compatibility' });
   }
   process.env.VK_ICD_FILENAMES ??= SWIFTSHADER_ICD;
-  return module.create(['backend=vulkan']).requestAdapter();
+  return instance(module, ['backend=vulkan']).requestAdapter();
 }
 
 async function openDevice(adapter: GPUAdapter, backend: GpuContext['backend']): Promise<GpuContext> {
