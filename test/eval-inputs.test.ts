@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EqzError } from '../src/errors.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { parseLlamaConfig } from '../src/eval/llama-config.js';
-import { weightSourceFromModelFolder, type ClosableWeightSource } from '../src/eval/model-folder-source.js';
+import { weightSourceFromModelFolder, type ClosableWeightSource } from '../src/eval/weight-sources.js';
 import { readTokenFile } from '../src/eval/tokens.js';
 import { llamaTensorNames, type WeightSource } from '../src/eval/weights.js';
 import { SHARED_DATA, tempDir } from './helpers.js';

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { evaluate, type EvaluationResult } from '../src/eval/evaluate.js';
 import { parseLlamaConfig } from '../src/eval/llama-config.js';
 import { LlamaCpuModel } from '../src/eval/llama-cpu.js';
-import { weightSourceFromModelFolder, type ClosableWeightSource } from '../src/eval/model-folder-source.js';
+import { weightSourceFromModelFolder, type ClosableWeightSource } from '../src/eval/weight-sources.js';
 import { readTokenFile, type TokenFile } from '../src/eval/tokens.js';
 import { llamaTensorNames, loadLlamaTensors, type WeightSource } from '../src/eval/weights.js';
 import { acquireGpu, type SoftwareAdapter } from '../src/gpu/device.js';

@@ -15,6 +15,10 @@ import { decodeModel } from '../convert/decode.js';
 import { losslessEncoder } from '../convert/encoders.js';
 import { Progress, formatSeconds } from './progress.js';
 import { VERSION } from '../version.js';
+import { acquireGpu, type GpuContext } from '../gpu/device.js';
+import { evaluate } from '../eval/evaluate.js';
+import { readTokenFile } from '../eval/tokens.js';
+import { openWeightSource } from '../eval/weight-sources.js';
 
 type Output = { log: (line: string) => void; error: (line: string) => void };
 
@@ -125,6 +129,55 @@ async function validate(argv: { file: string }, out: Output): Promise<number> {
   }
 }
 
+type EvalDevice = 'auto' | 'gpu' | 'cpu' | 'js';
+
+/** The evaluation backend for `--device`: a WebGPU device, or plain TypeScript ('cpu' backend of evaluate). */
+async function evalBackend(device: EvalDevice): Promise<'cpu' | GpuContext> {
+  if (device === 'js') return 'cpu';
+  if (device === 'auto') return acquireGpu('gpu').catch(() => 'cpu' as const);
+  return acquireGpu(device);
+}
+
+async function evalCommand(argv: { model: string; tokens: string; ctx?: number; ref?: string; json: boolean; device: EvalDevice; maxWindows?: number }, out: Output): Promise<number> {
+  const tokenFile = await readTokenFile(argv.tokens);
+  const backend = await evalBackend(argv.device);
+  const model = await openWeightSource(argv.model);
+  const ref = argv.ref ? await openWeightSource(argv.ref) : undefined;
+  const started = performance.now();
+  let progress: Progress | undefined;
+  try {
+    const result = await evaluate(model, tokenFile.tokens, {
+      ctx: argv.ctx ?? tokenFile.ctx,
+      ref,
+      backend,
+      maxWindows: argv.maxWindows,
+      onProgress: (done, total) => {
+        progress ??= new Progress('eval', total, { unit: 'windows/s' });
+        progress.update(done, `${done}/${total} windows`);
+      },
+    });
+    progress?.done();
+    const seconds = (performance.now() - started) / 1000;
+    const report = {
+      model: argv.model, tokensFile: argv.tokens, perplexity: result.perplexity, meanNll: result.meanNll, tokens: result.tokens,
+      windows: result.windows, ctx: argv.ctx ?? tokenFile.ctx ?? null, klMean: result.klMean ?? null, ref: argv.ref ?? null,
+      backend: result.backend, seconds,
+    };
+    if (argv.json) {
+      out.log(JSON.stringify(report, null, 2));
+    } else {
+      out.log(`${argv.model}: perplexity ${result.perplexity.toFixed(4)} (mean NLL ${result.meanNll.toFixed(5)} nats) over ${result.tokens} tokens in ${result.windows} windows`);
+      if (result.klMean !== undefined) out.log(`KL(ref ‖ model) ${result.klMean.toFixed(5)} nats/token against ${argv.ref}`);
+      if (tokenFile.referencePerplexity !== undefined) out.log(`token file's reference perplexity (transformers, fp32): ${tokenFile.referencePerplexity}`);
+      out.log(`backend: ${result.backend}; ${formatSeconds(seconds)}`);
+    }
+    return 0;
+  } finally {
+    await model.close();
+    await ref?.close();
+  }
+}
+
 /** Runs the CLI on `args`; resolves to the exit status. */
 export async function main(args: string[], out: Output = { log: console.log, error: console.error }): Promise<number> {
   let status = 0;
@@ -149,7 +202,16 @@ export async function main(args: string[], out: Output = { log: console.log, err
     .command('validate <file>', 'check structure and checksums and decode every tensor; exit 0 when valid, 1 when not', (y) => y
       .positional('file', { type: 'string', demandOption: true }),
     run(validate as never))
-    .demandCommand(1, 'name a command: convert, inspect or validate')
+    .command('eval <model>', 'perplexity of a Llama-family model over a token file, and KL against a reference', (y) => y
+      .positional('model', { type: 'string', demandOption: true, describe: 'a Hugging Face model folder or an .eqz file (evaluated on its decoded weights)' })
+      .option('tokens', { type: 'string', demandOption: true, describe: 'token ids, little-endian uint16 (.u16); a .json beside it gives ctx and the reference perplexity' })
+      .option('ctx', { type: 'number', describe: 'window length (default: the token file\'s ctx, else max_position_embeddings); windows do not overlap' })
+      .option('ref', { type: 'string', describe: 'reference model (folder or .eqz): also report mean KL(ref ‖ model) per token, nats' })
+      .option('device', { choices: ['auto', 'gpu', 'cpu', 'js'] as const, default: 'auto' as const, describe: 'gpu: hardware WebGPU; cpu: software WebGPU adapter; js: TypeScript on the CPU, no WebGPU; auto: gpu if present, else js' })
+      .option('max-windows', { type: 'number', describe: 'evaluate only the first N windows (quick checks)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' }),
+    run(evalCommand as never))
+    .demandCommand(1, 'name a command: convert, inspect, validate or eval')
     .strict()
     .version(VERSION)
     .help()
