@@ -1,9 +1,13 @@
 /**
  * The per-tensor encoding strategies `eqz convert` chooses between.
  */
+import { encodeLossless, initCodec } from '../codec/index.js';
 import type { TensorEncoder } from './encode.js';
 
-/** Every tensor stored byte for byte as in the source (`raw`). */
+/** Every tensor stored losslessly: byte planes rANS-coded where that is smaller, else raw. */
 export function losslessEncoder(): TensorEncoder {
-  return async (_tensor, bytes) => ({ encoding: 'raw', payload: bytes });
+  return async (tensor, bytes) => {
+    await initCodec();
+    return encodeLossless(bytes, tensor.dtype);
+  };
 }

@@ -7,6 +7,8 @@ import { DTYPE_SIZE, type Dtype } from '../container/format.js';
 import { numElements, type TensorEntry } from '../container/table.js';
 import type { EqzReader } from '../container/reader.js';
 import { fromFloat32, toFloat32 } from '../tensor/dtype.js';
+import { decodePlanes, initCodec, planesWidth } from '../codec/index.js';
+import { decodeScaled } from '../encodings/scaled.js';
 
 /** Output dtypes a decoder can be asked for; floating tensors convert with round-to-nearest-even. */
 export type OutputDtype = 'F32' | 'F16' | 'BF16';
@@ -22,7 +24,12 @@ export function outputDtypeOf(entry: TensorEntry, options: DecodeOptions = {}): 
   return options.dtype && floating ? options.dtype : entry.dtype;
 }
 
-/** Decodes one tensor's payload (already checksum-verified) to little-endian bytes of its output dtype. */
+const LOSSY_DTYPES: readonly Dtype[] = ['F32', 'F16', 'BF16'];
+
+/**
+ * Decodes one tensor's payload (already checksum-verified) to little-endian bytes of its output dtype.
+ * Synchronous: the codec must be initialized (`await initCodec()`, which {@link decodeTensor} does).
+ */
 export function decodePayload(entry: TensorEntry, payload: Uint8Array, options: DecodeOptions = {}): Uint8Array {
   const elements = numElements(entry.shape);
   let bytes: Uint8Array;
@@ -35,6 +42,15 @@ export function decodePayload(entry: TensorEntry, payload: Uint8Array, options: 
       bytes = payload;
       break;
     }
+    case 'planes':
+      if (planesWidth(entry.dtype) === undefined) throw new EqzError('UnsupportedDtype', `planes cannot hold ${entry.dtype}`);
+      bytes = decodePlanes(payload, entry.dtype, elements);
+      break;
+    case 'fp8-e4m3':
+    case 'int8':
+      if (!LOSSY_DTYPES.includes(entry.dtype)) throw new EqzError('UnsupportedDtype', `${entry.encoding} cannot stand for ${entry.dtype}`);
+      // Lossy encodings decode straight to the requested type: one rounding, as the spec defines it.
+      return decodeScaled(payload, entry.encoding, entry.shape, outputDtypeOf(entry, options));
     default:
       throw new EqzError('UnknownEncoding', `encoding ${entry.encoding} is not supported by this decoder`, { tensor: entry.name });
   }
@@ -44,6 +60,7 @@ export function decodePayload(entry: TensorEntry, payload: Uint8Array, options: 
 
 /** Reads, verifies and decodes one tensor. Errors name the tensor and the payload's byte offset. */
 export async function decodeTensor(reader: EqzReader, entry: TensorEntry, options: DecodeOptions = {}): Promise<Uint8Array> {
+  await initCodec();
   const payload = await reader.readPayload(entry);
   try {
     return decodePayload(entry, payload, options);

@@ -1,0 +1,319 @@
+/**
+ * bench:gpu — GPU decoding throughput (src/gpu/decode.ts) against the order-0 entropy of the data it decodes.
+ *
+ * On a hardware adapter: a check of every decode path against the CPU reference (CI only sees the software
+ * adapters' kernels), a sweep of kernel variants, then decoded GB/s for 1 GiB of FP8 codes (8 tensors of 128 Mi)
+ * at about 2, 3 and 4 bits/param, one 4096×4096 tensor, and one transformer block (Llama-3-8B shapes, 218 M
+ * params), with the stored size beside the order-0 entropy. On the software adapter the same at smaller sizes,
+ * and the WASM decoder's single-thread GB/s for comparison. Data: FP8 codes sampled from a two-sided geometric
+ * distribution over magnitudes whose ratio is solved for the target entropy, from a fixed seed.
+ *
+ * Timing: GPU timestamp queries around the decode pass where the adapter has them (median of repeats), and
+ * wall time over back-to-back runs (submit to onSubmittedWorkDone). GB/s counts decoded output bytes.
+ * Prints one table; writes $OUT/bench-gpu.json when $OUT is set. EQZ_BENCH_GIB scales the large case.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { decodeStream, entropyBitsPerSymbol, initCodec, parseRansLayout, parseStreamHeader } from '../src/codec/index.js';
+import type { TensorEntry } from '../src/container/table.js';
+import { acquireGpu, type GpuContext, type SoftwareAdapter } from '../src/gpu/device.js';
+import { GpuDecoder, type GpuDecodeJob, type GpuDecoderOptions, type GpuDecodeRequest, type GpuOutput } from '../src/gpu/decode.js';
+import { referenceDecode } from '../src/gpu/decode-reference.js';
+import {
+  compareWithCpu, firstDifference, quantizedPayload, quantizedRequest, rowScales, selfCheckRequests, syntheticEntry,
+} from '../src/gpu/decode-selfcheck.js';
+
+const REPEATS = 10;
+const GIB = 2 ** 30;
+
+/** Llama-3-8B decoder block: [rows, cols] of q, k, v, o, gate, up, down. */
+const BLOCK_SHAPES: [string, number, number][] = [
+  ['q_proj', 4096, 4096], ['k_proj', 1024, 4096], ['v_proj', 1024, 4096], ['o_proj', 4096, 4096],
+  ['gate_proj', 14336, 4096], ['up_proj', 14336, 4096], ['down_proj', 4096, 14336],
+];
+
+interface Row {
+  adapter: string;
+  case: string;
+  params: number;
+  targetBits: number;
+  entropyBits: number;
+  storedBits: number;
+  overheadPercent: number;
+  output: string;
+  decoder: string;
+  gpuMs: number | null;
+  wallMs: number;
+  outputGBps: number;
+  symbolsGps: number;
+}
+
+/** Magnitude index probabilities ∝ ratio^k over the 127 E4M3 magnitudes, and their entropy plus the sign bit. */
+function geometric(ratio: number): { probabilities: number[]; bits: number } {
+  const weights = Array.from({ length: 127 }, (_, k) => ratio ** k);
+  const total = weights.reduce((a, b) => a + b, 0);
+  const probabilities = weights.map((w) => w / total);
+  const bits = 1 - probabilities.reduce((sum, p) => (p > 0 ? sum + p * Math.log2(p) : sum), 0);
+  return { probabilities, bits };
+}
+
+/** A 65536-entry lookup from 16 random bits to a magnitude index, for a distribution of about `bits` bits/code. */
+function samplerFor(bits: number): Uint8Array {
+  let low = 1e-6;
+  let high = 0.999;
+  for (let i = 0; i < 60; i++) {
+    const mid = (low + high) / 2;
+    if (geometric(mid).bits < bits) low = mid;
+    else high = mid;
+  }
+  const { probabilities } = geometric(low);
+  const table = new Uint8Array(65536);
+  let at = 0;
+  let cumulative = 0;
+  probabilities.forEach((p, magnitude) => {
+    cumulative += p;
+    const end = Math.min(65536, Math.round(cumulative * 65536));
+    table.fill(magnitude, at, Math.max(at, end));
+    at = Math.max(at, end);
+  });
+  table.fill(126, at);
+  return table;
+}
+
+/** `count` E4M3 codes drawn from `sampler` (xorshift32 from `seed`; the sign from an independent bit). */
+function sampleCodes(count: number, sampler: Uint8Array, seed: number): Uint8Array {
+  const out = new Uint8Array(count);
+  let state = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < count; i++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    out[i] = sampler[state >>> 16]! | ((state >>> 7) & 0x80);
+  }
+  return out;
+}
+
+interface Tensor {
+  request: GpuDecodeRequest;
+  numel: number;
+  counts: Float64Array;
+  streamBytes: number;
+}
+
+function fp8Tensor(name: string, rows: number, cols: number, sampler: Uint8Array, seed: number): Tensor {
+  const codes = sampleCodes(rows * cols, sampler, seed);
+  const counts = new Float64Array(256);
+  for (let i = 0; i < codes.length; i++) counts[codes[i]!]++;
+  const payload = quantizedPayload(codes, rowScales(rows, seed));
+  const entry: TensorEntry = syntheticEntry(name, 'BF16', 'fp8-e4m3', [rows, cols]);
+  return { request: { entry, payload }, numel: rows * cols, counts, streamBytes: payload.length - 8 - 4 * rows };
+}
+
+function summarize(tensors: Tensor[]): { params: number; entropyBits: number; storedBits: number } {
+  const counts = new Float64Array(256);
+  let params = 0;
+  let streamBytes = 0;
+  for (const tensor of tensors) {
+    tensor.counts.forEach((count, code) => { counts[code]! += count; });
+    params += tensor.numel;
+    streamBytes += tensor.streamBytes;
+  }
+  // Per-tensor entropies weighted by size: each tensor is coded with its own table.
+  const entropyBits = tensors.reduce((sum, t) => sum + entropyBitsPerSymbol(t.counts) * t.numel, 0) / params;
+  return { params, entropyBits, storedBits: (8 * streamBytes) / params };
+}
+
+/** Median GPU time of the job's pass (timestamp queries) over `repeats` runs, or null without timestamps. */
+async function timestampMs(gpu: GpuContext, job: GpuDecodeJob, repeats: number): Promise<number | null> {
+  if (!gpu.timestamps) return null;
+  const device = gpu.device;
+  const querySet = device.createQuerySet({ type: 'timestamp', count: 2 });
+  const resolve = device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const read = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const times: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const encoder = device.createCommandEncoder();
+    job.encode(encoder, { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 });
+    encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, read, 0, 16);
+    device.queue.submit([encoder.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const [begin, end] = new BigUint64Array(read.getMappedRange());
+    times.push(Number(end! - begin!) / 1e6);
+    read.unmap();
+  }
+  querySet.destroy();
+  resolve.destroy();
+  read.destroy();
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
+}
+
+/** Wall time per run of `repeats` runs submitted back to back. */
+async function wallMs(gpu: GpuContext, job: GpuDecodeJob, repeats: number): Promise<number> {
+  const encoder = gpu.device.createCommandEncoder();
+  for (let i = 0; i < repeats; i++) job.encode(encoder);
+  const commands = encoder.finish();
+  const start = performance.now();
+  gpu.device.queue.submit([commands]);
+  await gpu.device.queue.onSubmittedWorkDone();
+  return (performance.now() - start) / repeats;
+}
+
+/** Prepares, runs once (status checked), checks the first tensor against the CPU, then times the job. */
+async function measure(
+  gpu: GpuContext, decoder: GpuDecoder, adapter: string, name: string, tensors: Tensor[], output: GpuOutput,
+  targetBits: number, repeats: number,
+): Promise<Row> {
+  const requests = tensors.map((t) => ({ ...t.request, output }));
+  const job = await decoder.prepare(requests);
+  try {
+    await job.run();
+    const expected = referenceDecode(requests[0]!);
+    const actual = await decoder.readBack(job.tensors[0]!);
+    if (firstDifference(actual, expected.bytes) >= 0) throw new Error(`${name}: GPU output differs from the CPU decoder`);
+    const gpuMs = await timestampMs(gpu, job, repeats);
+    const wall = await wallMs(gpu, job, repeats);
+    const status = await job.readStatus();
+    if (status[0] !== 0) throw new Error(`${name}: chunk failure reported while timing`);
+    const summary = summarize(tensors);
+    const seconds = (gpuMs ?? wall) / 1e3;
+    return {
+      adapter, case: name, params: summary.params, targetBits, entropyBits: summary.entropyBits, storedBits: summary.storedBits,
+      overheadPercent: 100 * (summary.storedBits / summary.entropyBits - 1), output, decoder: describe(decoder),
+      gpuMs, wallMs: wall, outputGBps: job.outputBytes / seconds / 1e9, symbolsGps: summary.params / seconds / 1e9,
+    };
+  } finally {
+    job.destroyInputs();
+    job.destroyOutputs();
+  }
+}
+
+function describe(decoder: GpuDecoder): string {
+  return `${decoder.kernel}/${decoder.table}/${decoder.chunksPerWorkgroup}`;
+}
+
+/** Every decode path against the CPU, and a corrupt chunk caught: on hardware this is the fast kernel's only check. */
+async function selfCheck(decoder: GpuDecoder): Promise<string> {
+  const mismatches = await compareWithCpu(decoder, selfCheckRequests());
+  if (mismatches.length) return `FAIL ${JSON.stringify(mismatches)}`;
+  const request = quantizedRequest('corrupt', 'fp8-e4m3', 'BF16', [8, 4096], sampleCodes(32_768, samplerFor(3), 5), 'source', { chunkLog2: 12 });
+  const stream = request.payload.subarray(8 + 32);
+  const layout = parseRansLayout(stream, parseStreamHeader(stream));
+  const payload = request.payload.slice();
+  new DataView(payload.buffer).setUint32(8 + 32 + layout.statesOffset + 3 * 128, 0x2468ace0, true);
+  try {
+    await decoder.decodeToBuffers([{ ...request, payload }]);
+    return 'FAIL: a corrupt chunk decoded without error';
+  } catch (error) {
+    return /chunk 3:/.test(String(error)) ? 'pass' : `FAIL: ${String(error)}`;
+  }
+}
+
+function wasmGBps(tensor: Tensor): { gbps: number; ms: number } {
+  const { payload } = tensor.request;
+  const stream = payload.subarray(8 + 4 * tensor.request.entry.shape[0]!);
+  decodeStream(stream);
+  const start = performance.now();
+  decodeStream(stream);
+  const ms = performance.now() - start;
+  return { ms, gbps: tensor.numel / (ms / 1e3) / 1e9 };
+}
+
+function formatRow(row: Row): string {
+  const cells = [
+    row.adapter.padEnd(10), row.case.padEnd(22), `${(row.params / 1e6).toFixed(0)}M`.padStart(6),
+    row.entropyBits.toFixed(3).padStart(6), row.storedBits.toFixed(3).padStart(7), `${row.overheadPercent.toFixed(2)}%`.padStart(7),
+    row.output.padEnd(6), (row.gpuMs ?? NaN).toFixed(3).padStart(9), row.wallMs.toFixed(3).padStart(9),
+    row.outputGBps.toFixed(1).padStart(8), row.symbolsGps.toFixed(1).padStart(8), row.decoder,
+  ];
+  return cells.join(' ');
+}
+
+async function softwareGpu(): Promise<{ gpu: GpuContext; name: string } | null> {
+  const which = (process.env.EQZ_SOFTWARE_ADAPTER as SoftwareAdapter | undefined) ?? 'gles';
+  try {
+    return { gpu: await acquireGpu('cpu', which), name: which };
+  } catch {
+    return null;
+  }
+}
+
+async function main(): Promise<void> {
+  await initCodec();
+  const rows: Row[] = [];
+  const notes: string[] = [];
+  const gib = Number(process.env.EQZ_BENCH_GIB ?? 1);
+  const samplers = new Map([2, 3, 4].map((bits) => [bits, samplerFor(bits)]));
+
+  let hardware: GpuContext | null = null;
+  try {
+    hardware = await acquireGpu('gpu');
+  } catch (error) {
+    notes.push(`no hardware adapter: ${(error as Error).message}`);
+  }
+
+  if (hardware) {
+    const gpu = hardware;
+    notes.push(`hardware: ${gpu.description}, subgroups ${gpu.subgroups ? `${gpu.subgroupMinSize}..${gpu.subgroupMaxSize}` : 'no'}, timestamps ${gpu.timestamps}`);
+    const limits = gpu.device.limits;
+    notes.push(`limits: maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}, maxBufferSize ${limits.maxBufferSize}`);
+    const decoder = await GpuDecoder.create(gpu);
+    notes.push(`self-check (${describe(decoder)}): ${await selfCheck(decoder)}`);
+    const portable = await GpuDecoder.create(gpu, { kernel: 'portable' });
+    notes.push(`self-check (${describe(portable)}): ${await selfCheck(portable)}`);
+
+    // 1 GiB of codes: 8 tensors of 128 Mi parameters (16384 × 8192) per entropy level.
+    const bigRows = Math.round((gib * GIB) / 8 / 8192);
+    const big = new Map<number, Tensor[]>();
+    for (const bits of [2, 3, 4]) {
+      big.set(bits, Array.from({ length: 8 }, (_, i) => fp8Tensor(`layer${i}`, bigRows, 8192, samplers.get(bits)!, 100 * bits + i)));
+    }
+    // Kernel variants on the 3-bit data, codes out (the decode itself, not the dequantization).
+    const variants: GpuDecoderOptions[] = [
+      { table: 'workgroup', chunksPerWorkgroup: 8 }, { table: 'workgroup', chunksPerWorkgroup: 4 },
+      { table: 'workgroup', chunksPerWorkgroup: 1 }, { table: 'storage', chunksPerWorkgroup: 8 },
+      { table: 'storage', chunksPerWorkgroup: 1 }, { kernel: 'portable' },
+    ];
+    for (const options of variants) {
+      const variant = await GpuDecoder.create(gpu, options);
+      rows.push(await measure(gpu, variant, 'hw-variant', `${gib} GiB 3-bit`, big.get(3)!, 'codes', 3, REPEATS));
+    }
+    for (const bits of [2, 3, 4]) {
+      for (const output of ['codes', 'BF16'] as const) {
+        rows.push(await measure(gpu, decoder, 'hardware', `${gib} GiB ${bits}-bit`, big.get(bits)!, output, bits, REPEATS));
+      }
+    }
+    big.clear();
+    const single = [fp8Tensor('w', 4096, 4096, samplers.get(3)!, 7)];
+    for (const output of ['codes', 'BF16'] as const) rows.push(await measure(gpu, decoder, 'hardware', '4096x4096 3-bit', single, output, 3, REPEATS));
+    const block = BLOCK_SHAPES.map(([name, r, c], i) => fp8Tensor(name, r, c, samplers.get(3)!, 50 + i));
+    for (const output of ['codes', 'BF16'] as const) rows.push(await measure(gpu, decoder, 'hardware', 'block (Llama-3-8B) 3-bit', block, output, 3, REPEATS));
+  }
+
+  const software = await softwareGpu();
+  if (software) {
+    const { gpu, name } = software;
+    notes.push(`software: ${gpu.description}`);
+    const decoder = await GpuDecoder.create(gpu);
+    for (const bits of [2, 3, 4]) {
+      const tensors = [fp8Tensor('w', 2048, 4096, samplers.get(bits)!, 900 + bits)];
+      for (const output of ['codes', 'BF16'] as const) rows.push(await measure(gpu, decoder, name, `8M ${bits}-bit`, tensors, output, bits, 3));
+    }
+  } else {
+    notes.push('no software adapter');
+  }
+
+  const wasmTensor = fp8Tensor('w', 8192, 8192, samplers.get(3)!, 11);
+  const wasm = wasmGBps(wasmTensor);
+  notes.push(`WASM decoder (1 thread), 64M 3-bit codes: ${wasm.gbps.toFixed(2)} GB/s of codes (${wasm.ms.toFixed(0)} ms)`);
+
+  console.log(['adapter'.padEnd(10), 'case'.padEnd(22), 'params'.padStart(6), 'H0'.padStart(6), 'stored'.padStart(7),
+    'overhd'.padStart(7), 'output', 'gpu ms'.padStart(9), 'wall ms'.padStart(9), 'GB/s'.padStart(8), 'Gsym/s'.padStart(8), 'kernel/table/chunks'].join(' '));
+  for (const row of rows) console.log(formatRow(row));
+  for (const note of notes) console.log(note);
+  const out = process.env.OUT;
+  if (out) writeFileSync(join(out, 'bench-gpu.json'), JSON.stringify({ rows, notes }, null, 2));
+}
+
+await main();
