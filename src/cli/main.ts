@@ -7,12 +7,14 @@ import yargs from 'yargs';
 import { EqzError } from '../errors.js';
 import { fileSource } from '../container/file-source.js';
 import { EqzReader } from '../container/reader.js';
-import { numElements, type MetadataValue } from '../container/table.js';
-import { ValueType } from '../container/format.js';
+import { metaString, numElements, type MetadataValue } from '../container/table.js';
+import { META, ValueType } from '../container/format.js';
 import { decodeTensor } from '../decode/tensor.js';
 import { encodeModel } from '../convert/encode.js';
 import { decodeModel } from '../convert/decode.js';
 import { losslessEncoder } from '../convert/encoders.js';
+import { quantizingEncoder } from '../convert/quantize.js';
+import type { TensorEncoder } from '../convert/encode.js';
 import { Progress, formatSeconds } from './progress.js';
 import { VERSION } from '../version.js';
 import { acquireGpu, type GpuContext } from '../gpu/device.js';
@@ -22,44 +24,103 @@ import { openWeightSource } from '../eval/weight-sources.js';
 
 type Output = { log: (line: string) => void; error: (line: string) => void };
 
+const QUANTIZED_ENCODINGS = ['fp8-e4m3', 'int8', 'nvfp4'];
 const isEqz = (path: string): boolean => path.toLowerCase().endsWith('.eqz');
 const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(2)} MB`;
 
-async function convert(argv: { input: string; output: string; lossless: boolean; dtype?: string; force: boolean; alignment: number }, out: Output): Promise<number> {
-  if (isEqz(argv.input)) {
-    if (isEqz(argv.output)) throw new Error('both input and output are .eqz files: convert goes from safetensors/folder to .eqz or back');
-    let progress: Progress | undefined;
-    const result = await decodeModel(argv.input, argv.output, {
-      dtype: argv.dtype?.toUpperCase() as 'F32' | 'F16' | 'BF16' | undefined,
-      overwrite: argv.force,
-      onProgress: (done, total, bytes) => {
-        progress ??= new Progress('decode', total, { unit: 'tensors/s' });
-        progress.update(done, `${done}/${total} tensors, ${mb(bytes)}`);
-      },
-    });
-    progress?.done();
-    out.log(`wrote ${argv.output}: ${result.tensors} tensors, ${mb(result.bytes)} in ${formatSeconds(result.seconds)}`);
-    return 0;
-  }
+interface ConvertArgs {
+  input: string;
+  output: string;
+  lossless: boolean;
+  bits?: number;
+  lambda?: number;
+  format: 'fp8' | 'int8' | 'auto' | 'nvfp4';
+  optimizer: 'rd-search' | 'reference' | 'absmax';
+  lr?: number;
+  scaleDtype: 'bf16' | 'f16' | 'f32';
+  include?: string[];
+  exclude?: string[];
+  protectOutliers: boolean;
+  device: 'auto' | 'gpu' | 'cpu';
+  dtype?: string;
+  force: boolean;
+  alignment: number;
+}
+
+async function decodeCommand(argv: ConvertArgs, out: Output): Promise<number> {
+  if (isEqz(argv.output)) throw new Error('both input and output are .eqz files: convert goes from safetensors/folder to .eqz or back');
+  let progress: Progress | undefined;
+  const result = await decodeModel(argv.input, argv.output, {
+    dtype: argv.dtype?.toUpperCase() as 'F32' | 'F16' | 'BF16' | undefined,
+    overwrite: argv.force,
+    onProgress: (done, total, bytes) => {
+      progress ??= new Progress('decode', total, { unit: 'tensors/s' });
+      progress.update(done, `${done}/${total} tensors, ${mb(bytes)}`);
+    },
+  });
+  progress?.done();
+  out.log(`wrote ${argv.output}: ${result.tensors} tensors, ${mb(result.bytes)} in ${formatSeconds(result.seconds)}`);
+  return 0;
+}
+
+/** The per-tensor encoder the options ask for; for quantization, the WebGPU adapter used is reported. */
+async function encoderFor(argv: ConvertArgs, out: Output): Promise<TensorEncoder> {
+  const quantizing = argv.bits !== undefined || argv.lambda !== undefined;
+  if (argv.lossless && quantizing) throw new Error('--lossless stores every tensor exactly: it cannot be combined with --bits or --lambda');
+  if (!argv.lossless && !quantizing) throw new Error('choose how to store the weights: --lossless, --bits <average bits/param> or --lambda <trade-off>');
+  if (argv.lossless) return losslessEncoder();
+  const gpu = await acquireGpu(argv.device);
+  out.log(`WebGPU adapter: ${gpu.description}`);
+  return quantizingEncoder(argv.input, {
+    format: argv.format === 'fp8' ? 'fp8-e4m3' : argv.format,
+    optimizer: argv.optimizer,
+    bits: argv.bits,
+    lambda: argv.lambda,
+    lr: argv.lr,
+    scaleDtype: argv.scaleDtype.toUpperCase() as 'BF16' | 'F16' | 'F32',
+    selection: { include: argv.include, exclude: argv.exclude },
+    protectOutliers: argv.protectOutliers,
+    gpu,
+    report: (line) => out.log(line),
+  });
+}
+
+async function convert(argv: ConvertArgs, out: Output): Promise<number> {
+  if (isEqz(argv.input)) return decodeCommand(argv, out);
   if (!isEqz(argv.output)) throw new Error(`output "${argv.output}" must end in .eqz when the input is a safetensors file or folder`);
-  if (!argv.lossless) throw new Error('choose how to store the weights: --lossless (more modes come with quantization)');
   if (!argv.force && await stat(argv.output).then(() => true, () => false)) {
     throw new Error(`${argv.output} exists (use --force to replace it)`);
   }
+  const encodeTensor = await encoderFor(argv, out);
   let progress: Progress | undefined;
   const summary = await encodeModel(argv.input, argv.output, {
-    encodeTensor: losslessEncoder(),
+    encodeTensor,
     alignment: argv.alignment,
     producer: `eqz ${VERSION}`,
+    metadata: argv.lossless ? undefined : new Map([
+      [META.quantMethod, metaString(argv.format === 'nvfp4' ? 'nvfp4' : 'entquant')],
+      [META.quantParams, metaString(JSON.stringify({
+        format: argv.format, optimizer: argv.optimizer, bits: argv.bits ?? null, lambda: argv.lambda ?? null,
+        scaleDtype: argv.scaleDtype, include: argv.include ?? null, exclude: argv.exclude ?? null, protectOutliers: argv.protectOutliers,
+      }))],
+    ]),
     onProgress: (p) => {
-      progress ??= new Progress('encode', p.sourceBytesTotal, { unit: 'MB/s', unitScale: 1e6 });
-      progress.update(p.sourceBytesDone, `${p.tensorsDone}/${p.tensorsTotal} tensors, ratio ${(p.storedBytes / Math.max(1, p.sourceBytesDone)).toFixed(3)}`);
+      progress ??= new Progress('encode', p.paramsTotal, { unit: 'Mparams/s', unitScale: 1e6 });
+      progress.update(p.paramsDone, `${p.tensorsDone}/${p.tensorsTotal} tensors, ${(p.storedBytes * 8 / Math.max(1, p.paramsDone)).toFixed(3)} bits/param`);
     },
   });
   progress?.done();
   const bits = (summary.fileBytes * 8) / Math.max(1, summary.params);
+  const quantized = summary.tensors.filter((t) => t.encoding === 'fp8-e4m3' || t.encoding === 'int8' || t.encoding === 'nvfp4');
+  if (quantized.length > 0) {
+    const params = quantized.reduce((sum, t) => sum + numElements(t.shape), 0);
+    const stored = quantized.reduce((sum, t) => sum + t.storedBytes, 0);
+    const meanRelL2 = quantized.reduce((sum, t) => sum + Number(t.stats?.relL2 ?? 0) * numElements(t.shape), 0) / params;
+    out.log(`quantized ${quantized.length} tensors (${params} params): ${((stored * 8) / params).toFixed(3)} bits/param, `
+      + `params-weighted mean rel L2 ${meanRelL2.toFixed(4)}; ${summary.tensors.length - quantized.length} tensors lossless`);
+  }
   out.log(`wrote ${argv.output}: ${summary.tensors.length} tensors, ${summary.params} params, ${mb(summary.sourceBytes)} → ${mb(summary.fileBytes)} `
-    + `(ratio ${(summary.fileBytes / Math.max(1, summary.sourceBytes)).toFixed(4)}, ${bits.toFixed(3)} bits/param) in ${formatSeconds(summary.seconds)}`);
+    + `(ratio ${(summary.fileBytes / Math.max(1, summary.sourceBytes)).toFixed(4)}, ${bits.toFixed(3)} bits/param in all) in ${formatSeconds(summary.seconds)}`);
   return 0;
 }
 
@@ -76,7 +137,7 @@ export async function inspectFile(path: string): Promise<{
   version: number;
   metadata: Record<string, unknown>;
   tensors: { name: string; shape: number[]; dtype: string; encoding: string; storedBytes: number; bitsPerParam: number }[];
-  totals: { params: number; storedBytes: number; bitsPerParam: number; fileBytes: number };
+  totals: { params: number; storedBytes: number; bitsPerParam: number; fileBytes: number; quantized: { tensors: number; params: number; storedBytes: number; bitsPerParam: number } };
 }> {
   const reader = await EqzReader.open(await fileSource(path));
   try {
@@ -84,13 +145,17 @@ export async function inspectFile(path: string): Promise<{
       const params = numElements(t.shape);
       return { name: t.name, shape: t.shape, dtype: t.dtype, encoding: t.encoding, storedBytes: t.size, bitsPerParam: params ? (t.size * 8) / params : 0 };
     });
-    const params = tensors.reduce((sum, t) => sum + numElements(t.shape), 0);
-    const storedBytes = tensors.reduce((sum, t) => sum + t.storedBytes, 0);
+    const total = (list: typeof tensors) => {
+      const params = list.reduce((sum, t) => sum + numElements(t.shape), 0);
+      const storedBytes = list.reduce((sum, t) => sum + t.storedBytes, 0);
+      return { params, storedBytes, bitsPerParam: params ? (storedBytes * 8) / params : 0 };
+    };
+    const quantized = tensors.filter((t) => QUANTIZED_ENCODINGS.includes(t.encoding));
     return {
       version: reader.version,
       metadata: Object.fromEntries([...reader.metadata].map(([key, value]) => [key, jsonValue(value)])),
       tensors,
-      totals: { params, storedBytes, bitsPerParam: params ? (storedBytes * 8) / params : 0, fileBytes: reader.source.size },
+      totals: { ...total(tensors), fileBytes: reader.source.size, quantized: { tensors: quantized.length, ...total(quantized) } },
     };
   } finally {
     await reader.close();
@@ -110,6 +175,8 @@ async function inspect(argv: { file: string; json: boolean }, out: Output): Prom
   }
   const rows = info.tensors.map((t) => [t.name, `[${t.shape.join(', ')}]`, t.dtype, t.encoding, String(t.storedBytes), t.bitsPerParam.toFixed(3)]);
   rows.push(['total', '', '', '', String(info.totals.storedBytes), info.totals.bitsPerParam.toFixed(3)]);
+  const q = info.totals.quantized;
+  if (q.tensors > 0) rows.push([`quantized (${q.tensors} tensors)`, '', '', '', String(q.storedBytes), q.bitsPerParam.toFixed(3)]);
   const header = ['name', 'shape', 'dtype', 'encoding', 'stored bytes', 'bits/param'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i >= 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
@@ -190,8 +257,18 @@ export async function main(args: string[], out: Output = { log: console.log, err
     .command('convert <input>', 'convert safetensors/Hugging Face folder ⇄ .eqz (the direction follows from the paths)', (y) => y
       .positional('input', { type: 'string', demandOption: true, describe: 'a .safetensors file, a Hugging Face model folder, or an .eqz file' })
       .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'an .eqz file, or (from .eqz) a .safetensors file or a folder' })
-      .option('lossless', { type: 'boolean', default: false, describe: 'store every tensor losslessly (exponent planes rANS-coded where that is smaller, else raw)' })
-      .option('dtype', { choices: ['f32', 'f16', 'bf16'], describe: 'from .eqz: output dtype of floating-point tensors (default: each tensor\'s source dtype)' })
+      .option('lossless', { type: 'boolean', default: false, describe: 'to .eqz: store every tensor exactly (exponent planes rANS-coded where smaller, else raw)' })
+      .option('bits', { type: 'number', describe: 'to .eqz: quantize, aiming at this average stored bits/param over the quantized tensors (scales, tables and headers counted)' })
+      .option('lambda', { type: 'number', describe: 'to .eqz: quantize with this rate–distortion trade-off instead (the optimizer\'s λ; larger = fewer bits)' })
+      .option('format', { choices: ['fp8', 'int8', 'auto', 'nvfp4'] as const, default: 'fp8' as const, describe: 'quantized values: FP8 E4M3 or INT8 with one scale per output channel (auto: per tensor, whichever costs less), or NVFP4 (E2M1 in blocks of 16 with FP8 block scales)' })
+      .option('optimizer', { choices: ['rd-search', 'reference', 'absmax'] as const, default: 'rd-search' as const, describe: 'how scales are chosen: rd-search = exact per-channel rate–distortion search (default); reference = the EntQuant paper\'s L-BFGS on an L1 entropy proxy; absmax = plain absmax scales' })
+      .option('lr', { type: 'number', describe: 'reference optimizer: L-BFGS learning rate (default 1; 0.25 for the 2-bit preset)' })
+      .option('scale-dtype', { choices: ['bf16', 'f16', 'f32'] as const, default: 'bf16' as const, describe: 'how per-channel scales are stored' })
+      .option('include', { type: 'string', array: true, describe: 'quantize only tensors matching these globs (* any run of characters); default: 2-D *.weight tensors except embeddings, lm_head and norms' })
+      .option('exclude', { type: 'string', array: true, describe: 'never quantize tensors matching these globs' })
+      .option('protect-outliers', { type: 'boolean', default: true, describe: 'store layers holding super weights (extreme outliers) with plain absmax FP8; --no-protect-outliers turns this off' })
+      .option('device', { choices: ['auto', 'gpu', 'cpu'] as const, default: 'auto' as const, describe: 'WebGPU adapter for quantization: gpu = hardware, cpu = software adapter (Mesa or SwiftShader), auto = gpu if present' })
+      .option('dtype', { choices: ['f32', 'f16', 'bf16'], describe: 'from .eqz: output dtype of floating-point tensors (default: each tensor\'s source dtype; quantized tensors are dequantized to it)' })
       .option('alignment', { type: 'number', default: 256, describe: 'to .eqz: payload alignment in bytes (power of two, 8..65536)' })
       .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace an existing output' }),
     run(convert as never))

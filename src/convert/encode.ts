@@ -26,6 +26,7 @@ export interface EncodeProgress {
   sourceBytesTotal: number;
   storedBytes: number;
   paramsDone: number;
+  paramsTotal: number;
 }
 
 export interface EncodeModelOptions {
@@ -65,6 +66,7 @@ export async function encodeModel(input: string, output: string, options: Encode
     const progress: EncodeProgress = {
       tensorsDone: 0, tensorsTotal: model.tensors.length, sourceBytesDone: 0,
       sourceBytesTotal: model.tensors.reduce((sum, t) => sum + t.byteLength, 0), storedBytes: 0, paramsDone: 0,
+      paramsTotal: model.tensors.reduce((sum, t) => sum + numElements(t.shape), 0),
     };
     for (const tensor of model.tensors) {
       const bytes = await model.readTensor(tensor);

@@ -9,6 +9,7 @@ import type { EqzReader } from '../container/reader.js';
 import { fromFloat32, toFloat32 } from '../tensor/dtype.js';
 import { decodePlanes, initCodec, planesWidth } from '../codec/index.js';
 import { decodeScaled } from '../encodings/scaled.js';
+import { decodeNvfp4Payload, dequantizeNvfp4 } from '../nvfp4/payload.js';
 
 /** Output dtypes a decoder can be asked for; floating tensors convert with round-to-nearest-even. */
 export type OutputDtype = 'F32' | 'F16' | 'BF16';
@@ -51,6 +52,12 @@ export function decodePayload(entry: TensorEntry, payload: Uint8Array, options: 
       if (!LOSSY_DTYPES.includes(entry.dtype)) throw new EqzError('UnsupportedDtype', `${entry.encoding} cannot stand for ${entry.dtype}`);
       // Lossy encodings decode straight to the requested type: one rounding, as the spec defines it.
       return decodeScaled(payload, entry.encoding, entry.shape, outputDtypeOf(entry, options));
+    case 'nvfp4': {
+      if (!LOSSY_DTYPES.includes(entry.dtype)) throw new EqzError('UnsupportedDtype', `nvfp4 cannot stand for ${entry.dtype}`);
+      if (entry.shape.length !== 2) throw new EqzError('Malformed', `nvfp4 needs rank 2, the shape is [${entry.shape.join(', ')}]`);
+      const tensor = decodeNvfp4Payload(payload, entry.shape[0]!, entry.shape[1]!, { tensor: entry.name });
+      return dequantizeNvfp4(tensor, outputDtypeOf(entry, options) as OutputDtype);
+    }
     default:
       throw new EqzError('UnknownEncoding', `encoding ${entry.encoding} is not supported by this decoder`, { tensor: entry.name });
   }
