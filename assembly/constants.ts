@@ -1,4 +1,4 @@
-// Constants of the coded stream (spec/eqz.md §"Coded stream"). The TypeScript side mirrors them in
+// Constants of the coded stream (spec/eqz.md §6). The TypeScript side mirrors them in
 // src/codec/constants.ts; the spec is the single source of truth for both.
 
 /** Probabilities are 12-bit: a decode table of 4096 slots fits in L1 here and in GPU workgroup memory. */

@@ -3,25 +3,23 @@
 import { HISTOGRAM_SCRATCH, HISTOGRAM_TABLES } from './layout';
 
 /**
- * Adds the byte counts of `symbols[0..count)` to `counts` (u32 × 256). The eight bytes of each 64-bit load go
- * to eight sub-histograms, so a run of one value (the common case: low-entropy data is mostly one symbol)
+ * Adds the byte counts of `symbols[0..count)` to `counts` (u32 × 256). Each run of eight bytes goes to eight
+ * sub-histograms, so a run of one value (the common case: low-entropy data is mostly one symbol)
  * does not serialize on one counter's load-add-store.
  */
 export function histogram(symbols: usize, count: usize, counts: usize): void {
   memory.fill(HISTOGRAM_SCRATCH, 0, HISTOGRAM_TABLES * 1024);
   const wholeEnd = symbols + (count & ~7);
   for (let at = symbols; at < wholeEnd; at += 8) {
-    const eight = load<u64>(at);
-    const low = <u32>eight;
-    const high = <u32>(eight >> 32);
-    increment(0, low & 0xff);
-    increment(1, (low >> 8) & 0xff);
-    increment(2, (low >> 16) & 0xff);
-    increment(3, low >> 24);
-    increment(4, high & 0xff);
-    increment(5, (high >> 8) & 0xff);
-    increment(6, (high >> 16) & 0xff);
-    increment(7, high >> 24);
+    // Byte loads, not shifts of one wide load: fewer instructions per symbol.
+    increment(0, load<u8>(at));
+    increment(1, load<u8>(at, 1));
+    increment(2, load<u8>(at, 2));
+    increment(3, load<u8>(at, 3));
+    increment(4, load<u8>(at, 4));
+    increment(5, load<u8>(at, 5));
+    increment(6, load<u8>(at, 6));
+    increment(7, load<u8>(at, 7));
   }
   for (let at = wholeEnd; at < symbols + count; at++) increment(0, load<u8>(at));
   for (let symbol: usize = 0; symbol < 256; symbol++) {

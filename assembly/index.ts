@@ -26,3 +26,4 @@ export function decodeTables(): usize {
 export function frequencies(): usize {
   return FREQUENCIES;
 }
+export { xxh32Stripes } from './xxh32';

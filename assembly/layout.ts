@@ -19,7 +19,7 @@ export const HISTOGRAM_SCRATCH: usize = memory.data(<i32>HISTOGRAM_TABLES * 1024
 /** Symbol frequencies handed over by the caller (u32 per symbol). */
 export const FREQUENCIES: usize = memory.data(256 * 4, 64);
 
-/** Per-lane-mask byte shuffles for the SIMD decoder's word refill (256 masks of 8 lanes × 16 bytes), filled at start. */
+/** Per-lane-mask byte shuffles for the SIMD decoder's word refill (16 masks × 16 bytes), filled at start. */
 export const REFILL_SHUFFLES: usize = memory.data(16 * 16, 16);
 
 /** Per-lane-mask byte shuffles for the SIMD encoder's word pushes (16 masks × 16 bytes), filled at start. */

@@ -1,4 +1,4 @@
-// Byte planes of 2- and 4-byte elements (spec/eqz.md §"1 planes"). Each plane byte is
+// Byte planes of 2- and 4-byte elements (spec/eqz.md §7.4). Each plane byte is
 // ((v >> highShift) & highMask) | ((v >> lowShift) & lowMask) of the element value v:
 //   width 2: plane 0 = (v >> 7) & 0xFF                        (BF16: the 8 exponent bits)
 //            plane 1 = ((v >> 8) & 0x80) | (v & 0x7F)          (sign and mantissa)

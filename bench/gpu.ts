@@ -36,6 +36,7 @@ interface Row {
   adapter: string;
   case: string;
   params: number;
+  chunks: number;
   targetBits: number;
   entropyBits: number;
   storedBits: number;
@@ -98,6 +99,8 @@ interface Tensor {
   numel: number;
   counts: Float64Array;
   streamBytes: number;
+  /** rANS chunks of its stream: the parallelism the GPU gets. */
+  chunks: number;
 }
 
 function fp8Tensor(name: string, rows: number, cols: number, sampler: Uint8Array, seed: number): Tensor {
@@ -106,10 +109,12 @@ function fp8Tensor(name: string, rows: number, cols: number, sampler: Uint8Array
   for (let i = 0; i < codes.length; i++) counts[codes[i]!]++;
   const payload = quantizedPayload(codes, rowScales(rows, seed));
   const entry: TensorEntry = syntheticEntry(name, 'BF16', 'fp8-e4m3', [rows, cols]);
-  return { request: { entry, payload }, numel: rows * cols, counts, streamBytes: payload.length - 8 - 4 * rows };
+  const header = parseStreamHeader(payload.subarray(8 + 4 * rows));
+  const chunks = header.mode === 'rans' ? Math.ceil(header.symbolCount / 2 ** header.chunkLog2) : 0;
+  return { request: { entry, payload }, numel: rows * cols, counts, streamBytes: payload.length - 8 - 4 * rows, chunks };
 }
 
-function summarize(tensors: Tensor[]): { params: number; entropyBits: number; storedBits: number } {
+function summarize(tensors: Tensor[]): { params: number; entropyBits: number; storedBits: number; chunks: number } {
   const counts = new Float64Array(256);
   let params = 0;
   let streamBytes = 0;
@@ -120,33 +125,47 @@ function summarize(tensors: Tensor[]): { params: number; entropyBits: number; st
   }
   // Per-tensor entropies weighted by size: each tensor is coded with its own table.
   const entropyBits = tensors.reduce((sum, t) => sum + entropyBitsPerSymbol(t.counts) * t.numel, 0) / params;
-  return { params, entropyBits, storedBits: (8 * streamBytes) / params };
+  return { params, entropyBits, storedBits: (8 * streamBytes) / params, chunks: tensors.reduce((sum, t) => sum + t.chunks, 0) };
 }
 
-/** Median GPU time of the job's pass (timestamp queries) over `repeats` runs, or null without timestamps. */
+/**
+ * Runs the job back to back for at least `milliseconds`: a GPU left idle while the host prepares data drops to
+ * idle clocks (an H100 was seen taking several times longer on its first runs), so timing starts warm.
+ */
+async function warmUp(gpu: GpuContext, job: GpuDecodeJob, milliseconds: number): Promise<void> {
+  const start = performance.now();
+  do {
+    const encoder = gpu.device.createCommandEncoder();
+    for (let i = 0; i < 4; i++) job.encode(encoder);
+    gpu.device.queue.submit([encoder.finish()]);
+    await gpu.device.queue.onSubmittedWorkDone();
+  } while (performance.now() - start < milliseconds);
+}
+
+/** Median GPU time of one run from timestamp queries around each run's pass, `repeats` runs in one submission. */
 async function timestampMs(gpu: GpuContext, job: GpuDecodeJob, repeats: number): Promise<number | null> {
   if (!gpu.timestamps) return null;
   const device = gpu.device;
-  const querySet = device.createQuerySet({ type: 'timestamp', count: 2 });
-  const resolve = device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-  const read = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const times: number[] = [];
-  for (let i = 0; i < repeats; i++) {
+  const querySet = device.createQuerySet({ type: 'timestamp', count: 2 * repeats });
+  const size = 16 * repeats;
+  const resolve = device.createBuffer({ size, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const read = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  try {
     const encoder = device.createCommandEncoder();
-    job.encode(encoder, { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 });
-    encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
-    encoder.copyBufferToBuffer(resolve, 0, read, 0, 16);
+    for (let i = 0; i < repeats; i++) job.encode(encoder, { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 });
+    encoder.resolveQuerySet(querySet, 0, 2 * repeats, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, read, 0, size);
     device.queue.submit([encoder.finish()]);
     await read.mapAsync(GPUMapMode.READ);
-    const [begin, end] = new BigUint64Array(read.getMappedRange());
-    times.push(Number(end! - begin!) / 1e6);
+    const stamps = new BigUint64Array(read.getMappedRange());
+    const times = Array.from({ length: repeats }, (_, i) => Number(stamps[2 * i + 1]! - stamps[2 * i]!) / 1e6).sort((a, b) => a - b);
     read.unmap();
+    return times[Math.floor(times.length / 2)]!;
+  } finally {
+    querySet.destroy();
+    resolve.destroy();
+    read.destroy();
   }
-  querySet.destroy();
-  resolve.destroy();
-  read.destroy();
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
 }
 
 /** Wall time per run of `repeats` runs submitted back to back. */
@@ -160,8 +179,21 @@ async function wallMs(gpu: GpuContext, job: GpuDecodeJob, repeats: number): Prom
   return (performance.now() - start) / repeats;
 }
 
-/** Prepares, runs once (status checked), checks the first tensor against the CPU, then times the job. */
+/** {@link measureOnce}, a failure recorded in `notes` rather than ending the benchmark. */
 async function measure(
+  gpu: GpuContext, decoder: GpuDecoder, adapter: string, name: string, tensors: Tensor[], output: GpuOutput,
+  targetBits: number, repeats: number, notes: string[],
+): Promise<Row[]> {
+  try {
+    return [await measureOnce(gpu, decoder, adapter, name, tensors, output, targetBits, repeats)];
+  } catch (error) {
+    notes.push(`FAILED ${adapter} ${name} ${output} (${describe(decoder)}): ${(error as Error).message}`);
+    return [];
+  }
+}
+
+/** Prepares, runs once (status checked), checks the first tensor against the CPU, then times the job. */
+async function measureOnce(
   gpu: GpuContext, decoder: GpuDecoder, adapter: string, name: string, tensors: Tensor[], output: GpuOutput,
   targetBits: number, repeats: number,
 ): Promise<Row> {
@@ -172,14 +204,15 @@ async function measure(
     const expected = referenceDecode(requests[0]!);
     const actual = await decoder.readBack(job.tensors[0]!);
     if (firstDifference(actual, expected.bytes) >= 0) throw new Error(`${name}: GPU output differs from the CPU decoder`);
-    const gpuMs = await timestampMs(gpu, job, repeats);
+    await warmUp(gpu, job, gpu.software ? 0 : 300);
     const wall = await wallMs(gpu, job, repeats);
+    const gpuMs = await timestampMs(gpu, job, repeats);
     const status = await job.readStatus();
     if (status[0] !== 0) throw new Error(`${name}: chunk failure reported while timing`);
     const summary = summarize(tensors);
     const seconds = (gpuMs ?? wall) / 1e3;
     return {
-      adapter, case: name, params: summary.params, targetBits, entropyBits: summary.entropyBits, storedBits: summary.storedBits,
+      adapter, case: name, params: summary.params, chunks: summary.chunks, targetBits, entropyBits: summary.entropyBits, storedBits: summary.storedBits,
       overheadPercent: 100 * (summary.storedBits / summary.entropyBits - 1), output, decoder: describe(decoder),
       gpuMs, wallMs: wall, outputGBps: job.outputBytes / seconds / 1e9, symbolsGps: summary.params / seconds / 1e9,
     };
@@ -222,10 +255,10 @@ function wasmGBps(tensor: Tensor): { gbps: number; ms: number } {
 
 function formatRow(row: Row): string {
   const cells = [
-    row.adapter.padEnd(10), row.case.padEnd(22), `${(row.params / 1e6).toFixed(0)}M`.padStart(6),
+    row.adapter.padEnd(10), row.case.padEnd(24), `${(row.params / 1e6).toFixed(0)}M`.padStart(6), String(row.chunks).padStart(6),
     row.entropyBits.toFixed(3).padStart(6), row.storedBits.toFixed(3).padStart(7), `${row.overheadPercent.toFixed(2)}%`.padStart(7),
     row.output.padEnd(6), (row.gpuMs ?? NaN).toFixed(3).padStart(9), row.wallMs.toFixed(3).padStart(9),
-    row.outputGBps.toFixed(1).padStart(8), row.symbolsGps.toFixed(1).padStart(8), row.decoder,
+    row.outputGBps.toPrecision(4).padStart(8), row.symbolsGps.toPrecision(4).padStart(8), row.decoder,
   ];
   return cells.join(' ');
 }
@@ -259,9 +292,10 @@ async function main(): Promise<void> {
     const limits = gpu.device.limits;
     notes.push(`limits: maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}, maxBufferSize ${limits.maxBufferSize}`);
     const decoder = await GpuDecoder.create(gpu);
-    notes.push(`self-check (${describe(decoder)}): ${await selfCheck(decoder)}`);
-    const portable = await GpuDecoder.create(gpu, { kernel: 'portable' });
-    notes.push(`self-check (${describe(portable)}): ${await selfCheck(portable)}`);
+    for (const checked of [decoder, await GpuDecoder.create(gpu, { kernel: 'portable' })]) {
+      const result = await selfCheck(checked).catch((error: Error) => `FAIL: ${error.message}`);
+      notes.push(`self-check (${describe(checked)}): ${result}`);
+    }
 
     // 1 GiB of codes: 8 tensors of 128 Mi parameters (16384 × 8192) per entropy level.
     const bigRows = Math.round((gib * GIB) / 8 / 8192);
@@ -271,24 +305,27 @@ async function main(): Promise<void> {
     }
     // Kernel variants on the 3-bit data, codes out (the decode itself, not the dequantization).
     const variants: GpuDecoderOptions[] = [
-      { table: 'workgroup', chunksPerWorkgroup: 8 }, { table: 'workgroup', chunksPerWorkgroup: 4 },
-      { table: 'workgroup', chunksPerWorkgroup: 1 }, { table: 'storage', chunksPerWorkgroup: 8 },
-      { table: 'storage', chunksPerWorkgroup: 1 }, { kernel: 'portable' },
+      { table: 'workgroup', chunksPerWorkgroup: 8 }, { table: 'workgroup', chunksPerWorkgroup: 2 },
+      { table: 'storage', chunksPerWorkgroup: 8 }, { table: 'storage', chunksPerWorkgroup: 2 }, { kernel: 'portable' },
     ];
     for (const options of variants) {
       const variant = await GpuDecoder.create(gpu, options);
-      rows.push(await measure(gpu, variant, 'hw-variant', `${gib} GiB 3-bit`, big.get(3)!, 'codes', 3, REPEATS));
+      rows.push(...await measure(gpu, variant, 'hw-variant', `${gib} GiB 3-bit`, big.get(3)!, 'codes', 3, REPEATS, notes));
     }
     for (const bits of [2, 3, 4]) {
       for (const output of ['codes', 'BF16'] as const) {
-        rows.push(await measure(gpu, decoder, 'hardware', `${gib} GiB ${bits}-bit`, big.get(bits)!, output, bits, REPEATS));
+        rows.push(...await measure(gpu, decoder, 'hardware', `${gib} GiB ${bits}-bit`, big.get(bits)!, output, bits, REPEATS, notes));
       }
     }
     big.clear();
     const single = [fp8Tensor('w', 4096, 4096, samplers.get(3)!, 7)];
-    for (const output of ['codes', 'BF16'] as const) rows.push(await measure(gpu, decoder, 'hardware', '4096x4096 3-bit', single, output, 3, REPEATS));
+    for (const options of [{ table: 'storage' }, { chunksPerWorkgroup: 8 }] as GpuDecoderOptions[]) {
+      const variant = await GpuDecoder.create(gpu, options);
+      rows.push(...await measure(gpu, variant, 'hw-variant', '4096x4096 3-bit', single, 'codes', 3, REPEATS, notes));
+    }
+    for (const output of ['codes', 'BF16'] as const) rows.push(...await measure(gpu, decoder, 'hardware', '4096x4096 3-bit', single, output, 3, REPEATS, notes));
     const block = BLOCK_SHAPES.map(([name, r, c], i) => fp8Tensor(name, r, c, samplers.get(3)!, 50 + i));
-    for (const output of ['codes', 'BF16'] as const) rows.push(await measure(gpu, decoder, 'hardware', 'block (Llama-3-8B) 3-bit', block, output, 3, REPEATS));
+    for (const output of ['codes', 'BF16'] as const) rows.push(...await measure(gpu, decoder, 'hardware', 'block (Llama-3-8B) 3-bit', block, output, 3, REPEATS, notes));
   }
 
   const software = await softwareGpu();
@@ -298,7 +335,7 @@ async function main(): Promise<void> {
     const decoder = await GpuDecoder.create(gpu);
     for (const bits of [2, 3, 4]) {
       const tensors = [fp8Tensor('w', 2048, 4096, samplers.get(bits)!, 900 + bits)];
-      for (const output of ['codes', 'BF16'] as const) rows.push(await measure(gpu, decoder, name, `8M ${bits}-bit`, tensors, output, bits, 3));
+      for (const output of ['codes', 'BF16'] as const) rows.push(...await measure(gpu, decoder, name, `8M ${bits}-bit`, tensors, output, bits, 3, notes));
     }
   } else {
     notes.push('no software adapter');
@@ -308,7 +345,7 @@ async function main(): Promise<void> {
   const wasm = wasmGBps(wasmTensor);
   notes.push(`WASM decoder (1 thread), 64M 3-bit codes: ${wasm.gbps.toFixed(2)} GB/s of codes (${wasm.ms.toFixed(0)} ms)`);
 
-  console.log(['adapter'.padEnd(10), 'case'.padEnd(22), 'params'.padStart(6), 'H0'.padStart(6), 'stored'.padStart(7),
+  console.log(['adapter'.padEnd(10), 'case'.padEnd(24), 'params'.padStart(6), 'chunks'.padStart(6), 'H0'.padStart(6), 'stored'.padStart(7),
     'overhd'.padStart(7), 'output', 'gpu ms'.padStart(9), 'wall ms'.padStart(9), 'GB/s'.padStart(8), 'Gsym/s'.padStart(8), 'kernel/table/chunks'].join(' '));
   for (const row of rows) console.log(formatRow(row));
   for (const note of notes) console.log(note);

@@ -25,6 +25,7 @@ import { resolve } from 'node:path';
 import { initCodec } from '../src/codec/index.js';
 import { acquireGpu, type GpuContext, type SoftwareAdapter } from '../src/gpu/device.js';
 import { openModel } from '../src/io/model-folder.js';
+import { encodeNvfp4Payload } from '../src/nvfp4/payload.js';
 import { quantizeNvfp4, searchWithSession, type Nvfp4Result, type QuantizeNvfp4Options } from '../src/nvfp4/quantize.js';
 import { Nvfp4SearchSession } from '../src/nvfp4/search.js';
 import { toFloat32 } from '../src/tensor/dtype.js';
@@ -162,18 +163,60 @@ async function rateDistortion(set: DataSet, gpu: GpuContext | null): Promise<voi
     const ours = lambdaForBits(curve, reference.bits);
     console.log(row(`rd-search λ = ${ours.toPrecision(3)}`, await runDataSet(set, { optimizer: 'rd-search', lambda: ours, gpu })));
   }
+  console.log('');
+  await packingEvidence(set, gpu);
 }
 
-/** Seconds of the rd-search optimizer alone on `weights` (upload, passes and readback), and its passes. */
-async function timeSearch(weights: Float32Array, rows: number, cols: number, gpu: GpuContext | null): Promise<{ seconds: number; passes: string }> {
+/**
+ * Evidence for the code packing: the data set's code streams coded as nibble symbols only, as byte symbols only,
+ * and what `auto` (the smaller per tensor) picks, for absmax and for rd-search at λ = 0.02.
+ */
+async function packingEvidence(set: DataSet, gpu: GpuContext | null): Promise<void> {
+  for (const options of [{ optimizer: 'absmax' as const }, { optimizer: 'rd-search' as const, lambda: 0.02, gpu }]) {
+    let params = 0;
+    let nibble = 0;
+    let byte = 0;
+    let auto = 0;
+    let byteWins = 0;
+    for (const tensor of set.tensors) {
+      const q = await quantizeNvfp4(tensor.weights, tensor.rows, tensor.cols, options);
+      const t = { ...q, rows: tensor.rows, cols: tensor.cols };
+      const sizes = [encodeNvfp4Payload(t, { codePacking: 'nibble' }).length, encodeNvfp4Payload(t, { codePacking: 'byte' }).length];
+      params += tensor.weights.length;
+      nibble += sizes[0]!;
+      byte += sizes[1]!;
+      auto += Math.min(sizes[0]!, sizes[1]!);
+      if (sizes[1]! < sizes[0]!) byteWins++;
+    }
+    const perParam = (bytes: number) => ((8 * bytes) / params).toFixed(4);
+    const label = options.optimizer === 'absmax' ? 'absmax' : `rd-search λ = ${options.lambda}`;
+    console.log(`code packing, ${label}: nibble symbols ${perParam(nibble)}, byte symbols ${perParam(byte)}, auto ${perParam(auto)} bits/param (byte smaller for ${byteWins} of ${set.tensors.length} tensors)`);
+  }
+}
+
+/**
+ * Seconds of the rd-search optimizer alone on `weights` (upload, passes and readback) and its passes, and of
+ * one more pass over the whole tensor on the same session (tables given, result read back).
+ */
+async function timeSearch(
+  weights: Float32Array, rows: number, cols: number, gpu: GpuContext | null,
+): Promise<{ seconds: number; passes: string; onePass: number }> {
   const started = performance.now();
   const session = await Nvfp4SearchSession.open(weights, rows, cols, gpu);
   try {
-    const outcome = await searchWithSession(session, weights, rows, cols, { lambda: 0.02 });
-    return { seconds: (performance.now() - started) / 1000, passes: `${outcome.samplePasses} on a sample + ${outcome.fullPasses} full` };
+    const outcome = await searchWithSession(session, weights, { lambda: 0.02 });
+    const seconds = (performance.now() - started) / 1000;
+    const passStarted = performance.now();
+    await session.run({ globalScale: outcome.globalScale, lambda: 0.02, passes: 1 });
+    const onePass = (performance.now() - passStarted) / 1000;
+    return { seconds, passes: `${outcome.samplePasses} on a sample + ${outcome.fullPasses} full`, onePass };
   } finally {
     session.release();
   }
+}
+
+function throughputRow(optimizer: string, where: string, rows: number, cols: number, seconds: number, passes = ''): string {
+  return `| ${optimizer} | ${where} | ${rows}×${cols} | ${((rows * cols) / seconds / 1e6).toFixed(2)} M | ${seconds.toFixed(3)} s | ${passes} |`;
 }
 
 async function throughput(gpu: GpuContext | null): Promise<void> {
@@ -185,21 +228,23 @@ async function throughput(gpu: GpuContext | null): Promise<void> {
     await timeSearch(warm, 64, 256, gpu);
     for (const [rows, cols] of parseShapes(option('shapes', gpu.software ? '1024x4096' : '4096x4096,4096x14336'))) {
       const weights = syntheticWeights(rows, cols, { seed: 7 });
-      const { seconds, passes } = await timeSearch(weights, rows, cols, gpu);
-      console.log(`| rd-search | ${gpu.description} | ${rows}×${cols} | ${((rows * cols) / seconds / 1e6).toFixed(1)} M | ${seconds.toFixed(2)} s | ${passes} |`);
+      const { seconds, passes, onePass } = await timeSearch(weights, rows, cols, gpu);
+      console.log(throughputRow('rd-search', gpu.description, rows, cols, seconds, passes));
+      console.log(throughputRow('rd-search, one pass', gpu.description, rows, cols, onePass));
     }
   }
   const [cpuRows, cpuCols] = parseShapes(option('cpu-shape', '256x4096'))[0]!;
   const cpuWeights = syntheticWeights(cpuRows, cpuCols, { seed: 7 });
   const cpu = await timeSearch(cpuWeights, cpuRows, cpuCols, null);
-  console.log(`| rd-search | CPU (JavaScript, one thread) | ${cpuRows}×${cpuCols} | ${((cpuRows * cpuCols) / cpu.seconds / 1e6).toFixed(2)} M | ${cpu.seconds.toFixed(2)} s | ${cpu.passes} |`);
+  console.log(throughputRow('rd-search', 'CPU (JavaScript, one thread)', cpuRows, cpuCols, cpu.seconds, cpu.passes));
+  console.log(throughputRow('rd-search, one pass', 'CPU (JavaScript, one thread)', cpuRows, cpuCols, cpu.onePass));
   const [refRows, refCols] = parseShapes(option('reference-shape', '512x4096'))[0]!;
   const refWeights = syntheticWeights(refRows, refCols, { seed: 7 });
   for (const where of gpu ? [gpu, null] : [null]) {
     const started = performance.now();
     await quantizeNvfp4(refWeights, refRows, refCols, { optimizer: 'reference', lambda: 0.05, gpu: where });
     const seconds = (performance.now() - started) / 1000;
-    console.log(`| reference (80 iterations, chunks of 8192 blocks) | ${where ? where.description : 'CPU'} | ${refRows}×${refCols} | ${((refRows * refCols) / seconds / 1e6).toFixed(2)} M | ${seconds.toFixed(2)} s | |`);
+    console.log(throughputRow('reference (80 iterations, chunks of 8192 blocks)', where ? where.description : 'CPU', refRows, refCols, seconds));
   }
 }
 

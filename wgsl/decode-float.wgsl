@@ -1,12 +1,17 @@
 // Exact conversions between f32 bits and BF16 / F16 bits, matching the reference definitions in
 // src/tensor/dtype.ts bit for bit (NaNs included). Included by decode.wgsl and decode-merge.wgsl.
 
+/** BF16 bits of the bits of a finite f32 (or ±Inf), round-to-nearest-even: a carry may round up to Inf. */
+fn bf16FromFiniteF32(bits: u32) -> u32 {
+  return (bits + 0x7FFFu + ((bits >> 16u) & 1u)) >> 16u;
+}
+
 /** BF16 bits of f32 bits with round-to-nearest-even; NaN stays a quiet NaN (src/tensor/dtype.ts). */
 fn bf16FromF32(bits: u32) -> u32 {
   if ((bits & 0x7FFFFFFFu) > 0x7F800000u) {
     return ((bits >> 16u) | 0x40u) & 0xFFFFu;
   }
-  return (bits + 0x7FFFu + ((bits >> 16u) & 1u)) >> 16u;
+  return bf16FromFiniteF32(bits);
 }
 
 /** F16 bits of f32 bits with round-to-nearest-even, subnormals exact, overflow to ±Inf (src/tensor/dtype.ts). */

@@ -6,17 +6,22 @@
 //   CHUNKS_PER_GROUP chunks of one stream, sharing that stream's 4096-slot decode table.
 // - Row by row, every lane decodes one symbol; the lanes whose state fell below 2^16 then take the next words
 //   of the chunk's single word stream in lane order. A lane's word is therefore at (words consumed before this
-//   row) + (how many lower lanes need one in this row): an exclusive prefix count over 32 flags per row.
-//   WIDE (subgroups of ≥ 32 invocations): the count is a ballot, every chunk lives in one subgroup and the row
-//   loop needs no barrier. Otherwise each row's flags meet in a workgroup-memory word (atomicOr; with
-//   subgroups one per subgroup), between two workgroup barriers.
+//   row) + (how many lower lanes need one in this row): an exclusive prefix count over a 32-bit ballot.
+// - Words never come from memory inside that dependency chain: the chunk's lanes hold a 64-word window of the
+//   word stream (two words each), and a lane takes its word from the word's holder. The window slides by 32
+//   words once half of it is consumed, onto words loaded one or two slides earlier.
 // - Outputs are written as whole u32 words: the elements a word holds come from 4 (bytes), 2 (16-bit) or
-//   1 (F32) consecutive lanes of one row, so lanes first collect ELEMENTS_PER_WORD rows, then swap them
-//   (subgroup shuffles, or a workgroup-memory stage) and each writes one word: 32 coalesced words per group.
-// - Nothing here trusts the stream: table slots are masked, word reads are clamped to the chunk's words, and
-//   a chunk that needs more words than it has, ends with words left or a state ≠ 2^16, starts from a state
-//   below 2^16, or decodes an E4M3 NaN code reports (chunk id, reason) to `status` — the host turns that into
-//   a CorruptStream error. Every index into `output` comes from host-built descriptors.
+//   1 (F32) consecutive lanes of one row, so lanes collect ELEMENTS_PER_WORD rows, then gather: 32 coalesced
+//   words per group of rows.
+// - The decoding is written once, against three chunk-wide operations (ballot, shuffle, shuffle by lane xor).
+//   WIDE implements them with subgroup operations (subgroups of 32, 64 or
+//   128: a chunk is 32 consecutive invocations of one subgroup, no barriers). Otherwise they go through
+//   workgroup memory, one barrier each (with SUBGROUPS the ballot is first formed per subgroup), so the same
+//   decoding runs on any adapter -- and tests on software adapters check the logic the fast path runs.
+// - Nothing here trusts the stream: table slots are masked, window loads are clamped to the chunk's words, and
+//   a chunk that needs more words than it has, ends with words left or a state other than 2^16, starts from a
+//   state below 2^16, or decodes an E4M3 NaN code reports (chunk id, reason) to `status`; the host turns that
+//   into an EqzError. Every index into `output` comes from host-built descriptors.
 //
 // Variants are chosen by the host: `// #if NAME` blocks (SUBGROUPS, WIDE, TABLE_IN_WORKGROUP) are kept or
 // dropped before compilation (src/gpu/decode-shaders.ts), everything else by override constants.
@@ -31,6 +36,8 @@ const LANES = 32u;
 const STATE_LOW = 0x10000u;
 const SLOT_MASK = 0xFFFu;
 const TABLE_SLOTS = 4096u;
+/** Words the window slides by: half its 64, and at least the 32 a row can consume. */
+const WINDOW_STEP = 32u;
 /** Workgroup arrays have constant sizes (override-sized ones are not portable yet). */
 const MAX_CHUNKS_PER_GROUP = 8u;
 
@@ -85,18 +92,18 @@ const STREAM_MODE = 0u;
 const STREAM_TABLE = 1u;       // rANS: u32 index of the decode table; constant: the symbol
 const STREAM_SCALES = 2u;      // u32 index of the scale of tensor row 0 (may wrap: only rows in range are read)
 const STREAM_ROW_LENGTH = 3u;
-const STREAM_CHECK_CODES = 4u; // 1: E4M3 NaN codes (0x7F, 0xFF) have slots in the table and must be caught
+const STREAM_CHECK_CODES = 4u; // 1: E4M3 NaN codes (0x7F, 0xFF) may decode and must be caught
 const STREAM_SCALE_LIMIT = 5u; // u32 index of the last scale the batch holds for this stream
+const STREAM_VALUES = 6u;      // VALUES_*: what the codes mean when dequantized
 
 override OUTPUT_FORMAT: u32 = FORMAT_BYTES;
-override VALUE_KIND: u32 = VALUES_SYMBOLS;
 /** At most MAX_CHUNKS_PER_GROUP (workgroup arrays are sized for that many). */
 override CHUNKS_PER_GROUP: u32 = MAX_CHUNKS_PER_GROUP;
 override WORKGROUP_SIZE: u32 = CHUNKS_PER_GROUP * LANES;
-/** The adapter's fixed subgroup size when it has one (lets the compiler fold the ballot word), else 0. */
+/** WIDE: the adapter's subgroup size when it is fixed (lets the compiler fold the chunk's ballot word), else 0. */
 override SUBGROUP_SIZE: u32 = 0u;
 
-/** Elements per output word, which is also the rows a lane collects before a flush. */
+/** Elements per output word, which is also the rows a lane collects before a gather. */
 override ELEMENTS_PER_WORD: u32 = select(select(2u, 1u, OUTPUT_FORMAT == FORMAT_F32), 4u, OUTPUT_FORMAT == FORMAT_BYTES);
 override ELEMENT_BITS: u32 = 32u / ELEMENTS_PER_WORD;
 override ELEMENT_MASK: u32 = 0xFFFFFFFFu >> (32u - ELEMENT_BITS);
@@ -114,13 +121,16 @@ var<workgroup> codeValues: array<u32, 256>;
 var<workgroup> subgroupCounter: atomic<u32>;
 // #endif
 // #if !WIDE
-/** Per chunk, two words of "needs a word" flags (bit = lane), used by alternate rows. */
-var<workgroup> flags: array<atomic<u32>, MAX_CHUNKS_PER_GROUP * 2u>;
-/** Per chunk, the elements of the rows collected for the next flush: [row in group][lane]. */
-var<workgroup> stage: array<u32, MAX_CHUNKS_PER_GROUP * LANES * 4u>;
+/** Ballots through workgroup memory: three words per chunk, used in turn (see chunkBallot). */
+var<workgroup> ballots: array<atomic<u32>, MAX_CHUNKS_PER_GROUP * 3u>;
+/** Shuffles through workgroup memory: two buffers of a vec2 per lane, used in turn (see publish). */
+var<workgroup> exchange: array<vec2<u32>, MAX_CHUNKS_PER_GROUP * LANES * 2u>;
+/** Which ballot word / exchange buffer comes next: the same sequence in every invocation. */
+var<private> ballotTurn: u32;
+var<private> exchangeTurn: u32;
 // #endif
 
-/** The decode-table entry of `slot`: frequency << 20 | (slot − cum[symbol]) << 8 | symbol. */
+/** The decode-table entry of `slot`: frequency << 20 | symbol << 12 | (slot − cum[symbol]). */
 fn tableEntry(tableBase: u32, slot: u32) -> u32 {
   // #if TABLE_IN_WORKGROUP
   return table[slot];
@@ -131,13 +141,11 @@ fn tableEntry(tableBase: u32, slot: u32) -> u32 {
 
 /** One rANS decode step of state `x` through `entry`: x' = freq · (x >> 12) + (slot − cum). */
 fn advanceState(x: u32, entry: u32) -> u32 {
-  return (entry >> 20u) * (x >> 12u) + ((entry >> 8u) & SLOT_MASK);
+  return (entry >> 20u) * (x >> 12u) + (entry & SLOT_MASK);
 }
 
-/** The 16-bit word at u16 index `index` of `data`, reading no further than u32 index `lastPair`. */
-fn wordAt(index: u32, lastPair: u32) -> u32 {
-  let pair = data[min(index >> 1u, lastPair)];
-  return (pair >> ((index & 1u) << 4u)) & 0xFFFFu;
+fn symbolOf(entry: u32) -> u32 {
+  return (entry >> 12u) & 0xFFu;
 }
 
 fn storedSymbol(byteIndex: u32) -> u32 {
@@ -146,9 +154,9 @@ fn storedSymbol(byteIndex: u32) -> u32 {
 
 // #include decode-float.wgsl
 
-/** f32 bits of the value of code `code` (exact: every E4M3 and INT8 value is an f32). */
-fn codeValueBits(code: u32) -> u32 {
-  if (VALUE_KIND == VALUES_INT8) {
+/** f32 bits of the value of code `code` of kind `values` (exact: every E4M3 and INT8 value is an f32). */
+fn codeValueBits(code: u32, values: u32) -> u32 {
+  if (values == VALUES_INT8) {
     return bitcast<u32>(f32(bitcast<i32>(code << 24u) >> 24u));
   }
   let magnitude = code & 0x7Fu;
@@ -161,7 +169,7 @@ fn codeValueBits(code: u32) -> u32 {
   return sign | ((magnitude << 20u) + (120u << 23u));
 }
 
-/** The output element of `symbol` in tensor row with scale `scale`: y = RNE_T(f32(value) × f32(scale)). */
+/** The output element of `symbol` in a tensor row with scale `scale`: y = RNE_T(f32(value) × f32(scale)). */
 fn outputElement(symbol: u32, scale: f32) -> u32 {
   if (OUTPUT_FORMAT == FORMAT_BYTES) {
     return symbol;
@@ -172,9 +180,42 @@ fn outputElement(symbol: u32, scale: f32) -> u32 {
     return product;
   }
   if (OUTPUT_FORMAT == FORMAT_BF16) {
-    return bf16FromF32(product);
+    // Products of valid codes are finite (a NaN code fails the chunk anyway).
+    return bf16FromFiniteF32(product);
   }
   return f16FromF32(product);
+}
+
+struct Chunk {
+  input: u32,
+  wordBase: u32,
+  wordCount: u32,
+  symbols: u32,
+  output: u32,
+  firstSymbol: u32,
+  id: u32,
+}
+
+fn chunkAt(index: u32) -> Chunk {
+  let at = data[HEADER_CHUNK_TABLE] + index * CHUNK_WORDS;
+  return Chunk(data[at + CHUNK_INPUT], data[at + CHUNK_WORD_BASE], data[at + CHUNK_WORD_COUNT], data[at + CHUNK_SYMBOLS],
+    data[at + CHUNK_OUTPUT], data[at + CHUNK_FIRST_SYMBOL], data[at + CHUNK_ID]);
+}
+
+struct Stream {
+  mode: u32,
+  table: u32,
+  scales: u32,
+  rowLength: u32,
+  checkCodes: bool,
+  scaleLimit: u32,
+  values: u32,
+}
+
+fn streamAt(index: u32) -> Stream {
+  let at = data[HEADER_STREAM_TABLE] + index * STREAM_WORDS;
+  return Stream(data[at + STREAM_MODE], data[at + STREAM_TABLE], data[at + STREAM_SCALES], data[at + STREAM_ROW_LENGTH],
+    data[at + STREAM_CHECK_CODES] != 0u, data[at + STREAM_SCALE_LIMIT], data[at + STREAM_VALUES]);
 }
 
 /** Where a lane's next element lies in its tensor: row, position in the row, and that row's scale. */
@@ -189,7 +230,7 @@ fn rowScale(stream: Stream, row: u32) -> f32 {
   return bitcast<f32>(data[min(stream.scales + row, stream.scaleLimit)]);
 }
 
-/** The cursor of element `element` of a stream whose tensor rows hold `rowLength` elements. */
+/** The cursor of element `element` of a stream. */
 fn startCursor(element: u32, stream: Stream) -> RowCursor {
   if (OUTPUT_FORMAT == FORMAT_BYTES) {
     return RowCursor(0u, 0u, 1.0);
@@ -233,42 +274,6 @@ fn wordsInGroup(symbols: u32, group: u32) -> u32 {
   return min(LANES, (left + ELEMENTS_PER_WORD - 1u) / ELEMENTS_PER_WORD);
 }
 
-/** Shift that places a lane's element of the k-th row of a group in its `collected` word. */
-fn collectShift(k: u32) -> u32 {
-  return k * ELEMENT_BITS;
-}
-
-struct Chunk {
-  input: u32,
-  wordBase: u32,
-  wordCount: u32,
-  symbols: u32,
-  output: u32,
-  firstSymbol: u32,
-  id: u32,
-}
-
-fn chunkAt(index: u32) -> Chunk {
-  let at = data[HEADER_CHUNK_TABLE] + index * CHUNK_WORDS;
-  return Chunk(data[at + CHUNK_INPUT], data[at + CHUNK_WORD_BASE], data[at + CHUNK_WORD_COUNT], data[at + CHUNK_SYMBOLS],
-    data[at + CHUNK_OUTPUT], data[at + CHUNK_FIRST_SYMBOL], data[at + CHUNK_ID]);
-}
-
-struct Stream {
-  mode: u32,
-  table: u32,
-  scales: u32,
-  rowLength: u32,
-  checkCodes: bool,
-  scaleLimit: u32,
-}
-
-fn streamAt(index: u32) -> Stream {
-  let at = data[HEADER_STREAM_TABLE] + index * STREAM_WORDS;
-  return Stream(data[at + STREAM_MODE], data[at + STREAM_TABLE], data[at + STREAM_SCALES], data[at + STREAM_ROW_LENGTH],
-    data[at + STREAM_CHECK_CODES] != 0u, data[at + STREAM_SCALE_LIMIT]);
-}
-
 /** Fills the workgroup's tables: the stream's decode table (when kept in workgroup memory) and the code values. */
 fn loadTables(stream: Stream, local: u32) {
   // #if TABLE_IN_WORKGROUP
@@ -280,79 +285,241 @@ fn loadTables(stream: Stream, local: u32) {
   // #endif
   if (OUTPUT_FORMAT != FORMAT_BYTES) {
     for (var code = local; code < 256u; code += WORKGROUP_SIZE) {
-      codeValues[code] = codeValueBits(code);
+      codeValues[code] = codeValueBits(code, stream.values);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Chunk-wide operations. Every lane of a chunk calls them the same number of times; without WIDE, every lane of
+// the workgroup does (they contain barriers), so the loops around them run workgroup-uniform trip counts.
+
+/** A lane: its number in the chunk (0..31), its chunk's slot in the workgroup, and where its subgroup lies. */
+struct Lane {
+  lane: u32,
+  slot: u32,
+  /** Bits of the lanes below this one. */
+  lowerLanes: u32,
+  /** Subgroup invocation of the chunk's lane 0 (WIDE), or of this subgroup's first lane relative to the chunk. */
+  laneBase: u32,
+  /** WIDE: which u32 of a subgroup ballot holds this chunk's lanes. */
+  ballotWord: u32,
+  subgroupLane: u32,
 }
 
 // #if WIDE
-/**
- * Output word `lane` of a group of ELEMENTS_PER_WORD rows, gathered from the `collected` words of the lanes of
- * this chunk (which start at subgroup invocation `laneBase`).
- */
-fn gatherWord(collected: u32, lane: u32, laneBase: u32) -> u32 {
-  if (ELEMENTS_PER_WORD == 1u) {
-    return collected;
-  }
-  let firstElement = lane * ELEMENTS_PER_WORD;
-  let rowShift = collectShift(firstElement / LANES);
-  let column = firstElement % LANES;
-  var word = 0u;
-  for (var i = 0u; i < ELEMENTS_PER_WORD; i += 1u) {
-    let element = (subgroupShuffle(collected, laneBase + column + i) >> rowShift) & ELEMENT_MASK;
-    word |= element << (i * ELEMENT_BITS);
-  }
-  return word;
+/** Bit l: whether lane l of this chunk passed `flag`. */
+fn chunkBallot(me: Lane, flag: bool) -> u32 {
+  return subgroupBallot(flag)[me.ballotWord];
 }
 
-/** Decodes the rANS chunk of this lane (all 32 lanes of a chunk are in one subgroup; no barriers). */
-fn decodeRansWide(chunk: Chunk, stream: Stream, lane: u32, laneBase: u32, ballotWord: u32, rows: u32) {
-  // A slot without a chunk (symbols 0) still takes part in the subgroup's ballots and shuffles.
-  var x = STATE_LOW;
+/** `value` of lane `source` of this chunk. */
+fn chunkShuffle2(me: Lane, value: vec2<u32>, source: u32) -> vec2<u32> {
+  return subgroupShuffle(value, select(me.laneBase + source, source, SUBGROUP_SIZE == LANES));
+}
+
+/** `value` of lane (this lane ^ `mask`) of this chunk (`mask` < 32). */
+fn chunkShuffleXor(me: Lane, value: u32, mask: u32) -> u32 {
+  return subgroupShuffleXor(value, mask);
+}
+// #else
+fn chunkBallot(me: Lane, flag: bool) -> u32 {
+  // Three words in turn: the one zeroed here was last read two ballots ago and is next written one ballot on,
+  // each side of at least this ballot's barrier.
+  let word = me.slot * 3u + ballotTurn;
+  // #if SUBGROUPS
+  let subgroupFlags = subgroupBallot(flag).x;
+  if (me.subgroupLane == 0u && subgroupFlags != 0u) {
+    atomicOr(&ballots[word], subgroupFlags << me.laneBase);
+  }
+  // #else
+  if (flag) {
+    atomicOr(&ballots[word], 1u << me.lane);
+  }
+  // #endif
+  workgroupBarrier();
+  let flags = atomicLoad(&ballots[word]);
+  if (me.lane == 0u) {
+    atomicStore(&ballots[me.slot * 3u + (ballotTurn + 2u) % 3u], 0u);
+  }
+  ballotTurn = (ballotTurn + 1u) % 3u;
+  return flags;
+}
+
+/**
+ * Publishes this lane's `value` for the chunk; returns where the published values start. Two buffers in turn:
+ * one is rewritten two exchanges later, after every lane has passed the next exchange's barrier.
+ */
+fn publish(me: Lane, value: vec2<u32>) -> u32 {
+  let base = (exchangeTurn * MAX_CHUNKS_PER_GROUP + me.slot) * LANES;
+  exchange[base + me.lane] = value;
+  workgroupBarrier();
+  exchangeTurn ^= 1u;
+  return base;
+}
+
+fn chunkShuffle2(me: Lane, value: vec2<u32>, source: u32) -> vec2<u32> {
+  return exchange[publish(me, value) + source];
+}
+
+fn chunkShuffleXor(me: Lane, value: u32, mask: u32) -> u32 {
+  return exchange[publish(me, vec2<u32>(value, 0u)) + (me.lane ^ mask)].x;
+}
+// #endif
+
+/**
+ * This lane's output word of a group of ELEMENTS_PER_WORD rows, and its index among the group's 32 words. Lane l
+ * collected column l of the rows (row k in bits k·ELEMENT_BITS); a word holds consecutive columns of one row, so
+ * the lanes transpose: 16-bit halves between lanes 2j and 2j + 1, then (bytes) bytes between l and l ^ 2.
+ */
+fn gatherWord(me: Lane, collected: u32) -> vec2<u32> {
+  if (ELEMENTS_PER_WORD == 1u) {
+    return vec2<u32>(collected, me.lane);
+  }
+  let partner = chunkShuffleXor(me, collected, 1u);
+  let odd = (me.lane & 1u) == 1u;
+  // Even lanes: rows 0-1 (bytes) or row 0 (16-bit) of columns l, l + 1; odd lanes: rows 2-3 / row 1 of l − 1, l.
+  let halves = select((collected & 0xFFFFu) | (partner << 16u), (partner >> 16u) | (collected & 0xFFFF0000u), odd);
+  if (ELEMENTS_PER_WORD == 2u) {
+    return vec2<u32>(halves, select(0u, 16u, odd) + (me.lane >> 1u));
+  }
+  let other = chunkShuffleXor(me, halves, 2u);
+  let high = (me.lane & 2u) != 0u;
+  // Lanes 4j + {0, 1, 2, 3} end up with rows {0, 2, 1, 3} of columns 4j .. 4j + 3.
+  let low = (halves & 0xFFu) | ((halves >> 8u) & 0xFF00u) | ((other & 0xFFu) << 16u) | ((other << 8u) & 0xFF000000u);
+  let upper = ((other >> 8u) & 0xFFu) | ((other >> 16u) & 0xFF00u) | ((halves << 8u) & 0xFF0000u) | (halves & 0xFF000000u);
+  let row = select(0u, 2u, odd) + select(0u, 1u, high);
+  return vec2<u32>(select(low, upper, high), row * 8u + (me.lane >> 2u));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The decoding itself.
+
+/**
+ * A lane's rANS state and its share of the chunk's word window: the 64 words from `windowStart`, lane l holding
+ * words windowStart + l (`low`) and + 32 + l (`high`), and the next 64 prefetched the same way.
+ */
+struct Decoder {
+  x: u32,
+  /** The window's first word, counted from the chunk's first u32 pair (a multiple of WINDOW_STEP). */
+  windowStart: u32,
+  /** The next unread word, counted from the window's first word: below WINDOW_STEP between rows. */
+  next: u32,
+  low: u32,
+  high: u32,
+  ahead: u32,
+  further: u32,
+  firstPair: u32,
+  lastPair: u32,
+}
+
+/** Word `word` of the chunk (counted from its first pair), reading no pair past its last. */
+fn loadWord(decoder: Decoder, word: u32) -> u32 {
+  return (data[min(decoder.firstPair + (word >> 1u), decoder.lastPair)] >> ((word & 1u) << 4u)) & 0xFFFFu;
+}
+
+fn startDecoder(chunk: Chunk, lane: u32) -> Decoder {
+  var decoder: Decoder;
+  decoder.x = STATE_LOW;
   if (chunk.symbols > 0u) {
-    x = data[chunk.input + lane];
+    decoder.x = data[chunk.input + lane];
   }
-  var failure = select(0u, FAILURE_STATE_RANGE, x < STATE_LOW);
-  var invalid = false;
-  let lowerLanes = (1u << lane) - 1u;
-  let lastPair = (chunk.wordBase + max(chunk.wordCount, 1u) - 1u) >> 1u;
-  var cursor = startCursor(chunk.firstSymbol + lane, stream);
-  var next = chunk.wordBase;
-  let groups = (rows + ELEMENTS_PER_WORD - 1u) / ELEMENTS_PER_WORD;
-  for (var group = 0u; group < groups; group += 1u) {
-    var collected = 0u;
-    for (var k = 0u; k < ELEMENTS_PER_WORD; k += 1u) {
-      let row = group * ELEMENTS_PER_WORD + k;
-      let live = row * LANES + lane < chunk.symbols;
-      let entry = tableEntry(stream.table, x & SLOT_MASK);
-      var y = advanceState(x, entry);
-      let needsWord = live && y < STATE_LOW;
-      let flags = subgroupBallot(needsWord)[ballotWord];
-      if (needsWord) {
-        y = (y << 16u) | wordAt(next + countOneBits(flags & lowerLanes), lastPair);
-      }
-      next += countOneBits(flags);
-      let symbol = entry & 0xFFu;
-      if (live) {
-        x = y;
-        invalid = invalid || (stream.checkCodes && invalidCode(symbol));
-        collected |= outputElement(symbol, cursor.scale) << collectShift(k);
-      }
-      advanceCursor(&cursor, stream);
-    }
-    let word = gatherWord(collected, lane, laneBase);
-    if (lane < wordsInGroup(chunk.symbols, group)) {
-      output[chunk.output + group * LANES + lane] = word;
-    }
+  decoder.firstPair = chunk.wordBase >> 1u;
+  decoder.lastPair = (chunk.wordBase + max(chunk.wordCount, 1u) - 1u) >> 1u;
+  decoder.windowStart = 0u;
+  decoder.next = chunk.wordBase & 1u;
+  decoder.low = loadWord(decoder, lane);
+  decoder.high = loadWord(decoder, LANES + lane);
+  decoder.ahead = loadWord(decoder, 2u * LANES + lane);
+  decoder.further = loadWord(decoder, 3u * LANES + lane);
+  return decoder;
+}
+
+/** Slides the window by WINDOW_STEP words onto prefetched ones, and prefetches the words 64 past the new window. */
+fn slideWindow(decoder: ptr<function, Decoder>, lane: u32) {
+  (*decoder).windowStart += WINDOW_STEP;
+  (*decoder).next -= WINDOW_STEP;
+  (*decoder).low = (*decoder).high;
+  (*decoder).high = (*decoder).ahead;
+  (*decoder).ahead = (*decoder).further;
+  (*decoder).further = loadWord(*decoder, (*decoder).windowStart + 3u * LANES + lane);
+}
+
+/** Decodes one row: this lane's symbol (if `live`), its renormalization from the window. Returns the table entry. */
+fn decodeRow(decoder: ptr<function, Decoder>, me: Lane, stream: Stream, live: bool) -> u32 {
+  let entry = tableEntry(stream.table, (*decoder).x & SLOT_MASK);
+  var x = advanceState((*decoder).x, entry);
+  let needsWord = live && x < STATE_LOW;
+  let flags = chunkBallot(me, needsWord);
+  // Within the window: next < 32 and at most 31 lower lanes take a word first.
+  let position = (*decoder).next + countOneBits(flags & me.lowerLanes);
+  let words = chunkShuffle2(me, vec2<u32>((*decoder).low, (*decoder).high), position % LANES);
+  if (needsWord) {
+    x = (x << 16u) | select(words.x, words.y, position >= LANES);
   }
-  // A start state out of range is what the CPU decoder reports first; it checks before decoding.
-  let consumed = next - chunk.wordBase;
+  if (live) {
+    (*decoder).x = x;
+  }
+  (*decoder).next += countOneBits(flags);
+  // A chunk's lanes agree; in a subgroup of 64 or 128 the chunks need not (no chunk-wide operation inside).
+  if ((*decoder).next >= WINDOW_STEP) {
+    slideWindow(decoder, me.lane);
+  }
+  return entry;
+}
+
+/** What a lane accumulates over a chunk besides its state: output cursor and code check. */
+struct Progress {
+  cursor: RowCursor,
+  invalid: bool,
+}
+
+/** Decodes the ELEMENTS_PER_WORD rows of group `group` and writes its output words. */
+fn decodeGroup(decoder: ptr<function, Decoder>, progress: ptr<function, Progress>, me: Lane, chunk: Chunk, stream: Stream,
+    group: u32, checkLive: bool) {
+  var collected = 0u;
+  for (var k = 0u; k < ELEMENTS_PER_WORD; k += 1u) {
+    let live = !checkLive || (group * ELEMENTS_PER_WORD + k) * LANES + me.lane < chunk.symbols;
+    let symbol = symbolOf(decodeRow(decoder, me, stream, live));
+    if (live) {
+      // Uniform per stream, and off unless the stream can hold NaN codes at all.
+      if (stream.checkCodes) {
+        (*progress).invalid = (*progress).invalid || invalidCode(symbol);
+      }
+      collected |= outputElement(symbol, (*progress).cursor.scale) << (k * ELEMENT_BITS);
+    }
+    advanceCursor(&(*progress).cursor, stream);
+  }
+  let word = gatherWord(me, collected);
+  // Full groups are all written, except by a slot without a chunk (decoding its neighbour's data for company).
+  if (select(chunk.symbols != 0u, word.y < wordsInGroup(chunk.symbols, group), checkLive)) {
+    output[chunk.output + group * LANES + word.y] = word.x;
+  }
+}
+
+/**
+ * Decodes an rANS chunk: groups below `fullGroups` have every row full (no per-row checks), the rest up to
+ * `groups` are checked lane by lane. Then the end-of-chunk checks.
+ */
+fn decodeRans(chunk: Chunk, stream: Stream, me: Lane, fullGroups: u32, groups: u32) {
+  var decoder = startDecoder(chunk, me.lane);
+  var progress = Progress(startCursor(chunk.firstSymbol + me.lane, stream), false);
+  let startFailure = select(0u, FAILURE_STATE_RANGE, decoder.x < STATE_LOW);
+  for (var group = 0u; group < fullGroups; group += 1u) {
+    decodeGroup(&decoder, &progress, me, chunk, stream, group, false);
+  }
+  for (var group = fullGroups; group < groups; group += 1u) {
+    decodeGroup(&decoder, &progress, me, chunk, stream, group, true);
+  }
+  // A start state out of range is what the CPU decoder reports first: it checks before decoding.
+  let consumed = decoder.windowStart + decoder.next - (chunk.wordBase & 1u);
+  var failure = startFailure;
   if (failure == 0u && consumed > chunk.wordCount) {
     failure = FAILURE_WORDS_EXHAUSTED;
-  } else if (failure == 0u && (consumed != chunk.wordCount || x != STATE_LOW)) {
+  } else if (failure == 0u && (consumed != chunk.wordCount || decoder.x != STATE_LOW)) {
     failure = FAILURE_END_STATE;
   }
-  if (invalid) {
+  if (progress.invalid) {
     failure = FAILURE_INVALID_CODE;
   }
   if (failure != 0u && chunk.symbols > 0u) {
@@ -360,134 +527,39 @@ fn decodeRansWide(chunk: Chunk, stream: Stream, lane: u32, laneBase: u32, ballot
   }
 }
 
-/** Writes the symbols of a stored or one-symbol chunk, as decodeRansWide would have. */
-fn copySymbolsWide(chunk: Chunk, stream: Stream, lane: u32, laneBase: u32, rows: u32) {
-  var cursor = startCursor(chunk.firstSymbol + lane, stream);
+/** Writes the symbols of a stored or one-symbol chunk, as decodeRans would have. */
+fn copySymbols(chunk: Chunk, stream: Stream, me: Lane, groups: u32) {
+  var cursor = startCursor(chunk.firstSymbol + me.lane, stream);
   var invalid = false;
-  let groups = (rows + ELEMENTS_PER_WORD - 1u) / ELEMENTS_PER_WORD;
   for (var group = 0u; group < groups; group += 1u) {
     var collected = 0u;
     for (var k = 0u; k < ELEMENTS_PER_WORD; k += 1u) {
-      let index = (group * ELEMENTS_PER_WORD + k) * LANES + lane;
+      let index = (group * ELEMENTS_PER_WORD + k) * LANES + me.lane;
       if (index < chunk.symbols) {
-        let symbol = select(stream.table, storedSymbol(chunk.input + index), stream.mode == MODE_STORED);
+        var symbol = stream.table;
+        if (stream.mode == MODE_STORED) {
+          symbol = storedSymbol(chunk.input + index);
+        }
         invalid = invalid || (stream.checkCodes && invalidCode(symbol));
-        collected |= outputElement(symbol, cursor.scale) << collectShift(k);
+        collected |= outputElement(symbol, cursor.scale) << (k * ELEMENT_BITS);
       }
       advanceCursor(&cursor, stream);
     }
-    let word = gatherWord(collected, lane, laneBase);
-    if (lane < wordsInGroup(chunk.symbols, group)) {
-      output[chunk.output + group * LANES + lane] = word;
+    let word = gatherWord(me, collected);
+    if (word.y < wordsInGroup(chunk.symbols, group)) {
+      output[chunk.output + group * LANES + word.y] = word.x;
     }
   }
   if (invalid) {
     reportFailure(chunk.id, FAILURE_INVALID_CODE);
   }
 }
-// #endif
 
-// #if !WIDE
-/** Stages this lane's element of row k of the current group. */
-fn stageElement(slot: u32, k: u32, lane: u32, element: u32) {
-  stage[(slot * ELEMENTS_PER_WORD + k) * LANES + lane] = element;
+/** Full groups of a chunk of `symbols` symbols, and all its groups. */
+fn groupCounts(symbols: u32) -> vec2<u32> {
+  let groupSymbols = LANES * ELEMENTS_PER_WORD;
+  return vec2<u32>(symbols / groupSymbols, (symbols + groupSymbols - 1u) / groupSymbols);
 }
-
-/** Output word `lane` of the staged group of chunk slot `slot`. */
-fn stagedWord(slot: u32, lane: u32) -> u32 {
-  let firstElement = lane * ELEMENTS_PER_WORD;
-  let base = slot * ELEMENTS_PER_WORD * LANES + firstElement;
-  var word = 0u;
-  for (var i = 0u; i < ELEMENTS_PER_WORD; i += 1u) {
-    word |= (stage[base + i] & ELEMENT_MASK) << (i * ELEMENT_BITS);
-  }
-  return word;
-}
-
-/**
- * Decodes one group's chunks in lockstep: `rows` is the same for the whole workgroup (barriers inside), lanes of
- * chunks that are shorter, or of slots with no chunk, take part without decoding.
- */
-fn decodeShared(chunk: Chunk, stream: Stream, slot: u32, lane: u32, laneBase: u32, subgroupLane: u32, rows: u32) {
-  let rans = stream.mode == MODE_RANS;
-  var x = STATE_LOW;
-  if (rans && chunk.symbols > 0u) {
-    x = data[chunk.input + lane];
-  }
-  var failure = select(0u, FAILURE_STATE_RANGE, x < STATE_LOW);
-  var invalid = false;
-  let lowerLanes = (1u << lane) - 1u;
-  let lastPair = (chunk.wordBase + max(chunk.wordCount, 1u) - 1u) >> 1u;
-  var cursor = startCursor(chunk.firstSymbol + lane, stream);
-  var next = chunk.wordBase;
-  let groups = (rows + ELEMENTS_PER_WORD - 1u) / ELEMENTS_PER_WORD;
-  for (var group = 0u; group < groups; group += 1u) {
-    for (var k = 0u; k < ELEMENTS_PER_WORD; k += 1u) {
-      let row = group * ELEMENTS_PER_WORD + k;
-      let index = row * LANES + lane;
-      let live = index < chunk.symbols;
-      var symbol = stream.table;
-      var y = x;
-      if (rans) {
-        let entry = tableEntry(stream.table, x & SLOT_MASK);
-        y = advanceState(x, entry);
-        symbol = entry & 0xFFu;
-      } else if (stream.mode == MODE_STORED && live) {
-        symbol = storedSymbol(chunk.input + index);
-      }
-      let needsWord = rans && live && y < STATE_LOW;
-      let flagWord = slot * 2u + (row & 1u);
-      // #if SUBGROUPS
-      let subgroupFlags = subgroupBallot(needsWord).x;
-      if (subgroupLane == 0u && subgroupFlags != 0u) {
-        atomicOr(&flags[flagWord], subgroupFlags << laneBase);
-      }
-      // #else
-      if (needsWord) {
-        atomicOr(&flags[flagWord], 1u << lane);
-      }
-      // #endif
-      stageElement(slot, k, lane, select(0u, outputElement(symbol, cursor.scale), live));
-      workgroupBarrier();
-      let rowFlags = atomicLoad(&flags[flagWord]);
-      if (lane == 0u) {
-        // The other word was last read in the previous row, before this row's first barrier.
-        atomicStore(&flags[slot * 2u + ((row + 1u) & 1u)], 0u);
-      }
-      if (needsWord) {
-        y = (y << 16u) | wordAt(next + countOneBits(rowFlags & lowerLanes), lastPair);
-      }
-      next += countOneBits(rowFlags);
-      if (live) {
-        x = y;
-        invalid = invalid || (stream.checkCodes && invalidCode(symbol));
-      }
-      advanceCursor(&cursor, stream);
-      if (k + 1u == ELEMENTS_PER_WORD || row + 1u == rows) {
-        let word = stagedWord(slot, lane);
-        if (lane < wordsInGroup(chunk.symbols, group)) {
-          output[chunk.output + group * LANES + lane] = word;
-        }
-      }
-      workgroupBarrier();
-    }
-  }
-  if (rans && chunk.symbols > 0u) {
-    let consumed = next - chunk.wordBase;
-    if (failure == 0u && consumed > chunk.wordCount) {
-      failure = FAILURE_WORDS_EXHAUSTED;
-    } else if (failure == 0u && (consumed != chunk.wordCount || x != STATE_LOW)) {
-      failure = FAILURE_END_STATE;
-    }
-  }
-  if (invalid) {
-    failure = FAILURE_INVALID_CODE;
-  }
-  if (failure != 0u) {
-    reportFailure(chunk.id, failure);
-  }
-}
-// #endif
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn decode(
@@ -524,6 +596,11 @@ fn decode(
   workgroupBarrier();
   let slot = invocation / LANES;
   let lane = invocation % LANES;
+  var chunk = chunkAt(firstChunk + min(slot, chunkCount - 1u));
+  if (slot >= chunkCount) {
+    // A slot without a chunk: its lanes take part in the chunk-wide operations and write nothing.
+    chunk.symbols = 0u;
+  }
 
   // #if WIDE
   // Every chunk must lie inside one full subgroup: sizes 32, 64 or 128, no partial subgroups.
@@ -534,20 +611,11 @@ fn decode(
     }
     return;
   }
-  let ballotWord = select((subgroupLane / LANES) % 4u, 0u, SUBGROUP_SIZE == LANES);
-  let laneBase = subgroupLane - lane;
-  let hasChunk = slot < chunkCount;
-  let chunk = chunkAt(firstChunk + min(slot, chunkCount - 1u));
-  let symbols = select(0u, chunk.symbols, hasChunk);
-  // Chunks sharing a subgroup (subgroups of 64 or 128) run the same number of rows.
-  let rows = subgroupMax((symbols + LANES - 1u) / LANES);
-  if (stream.mode == MODE_RANS) {
-    decodeRansWide(Chunk(chunk.input, chunk.wordBase, chunk.wordCount, symbols, chunk.output, chunk.firstSymbol, chunk.id),
-      stream, lane, laneBase, ballotWord, rows);
-  } else {
-    copySymbolsWide(Chunk(chunk.input, chunk.wordBase, chunk.wordCount, symbols, chunk.output, chunk.firstSymbol, chunk.id),
-      stream, lane, laneBase, rows);
-  }
+  let me = Lane(lane, slot, (1u << lane) - 1u, subgroupLane - lane, select((subgroupLane / LANES) % 4u, 0u, SUBGROUP_SIZE == LANES), subgroupLane);
+  // Chunks sharing a subgroup run the same loops; an empty slot does not hold back its neighbour's full groups.
+  let own = groupCounts(chunk.symbols);
+  let fullGroups = subgroupMin(select(own.x, 0xFFFFFFFFu, chunk.symbols == 0u));
+  let groups = subgroupMax(own.y);
   // #else
   // #if SUBGROUPS
   if (LANES % subgroupSize != 0u) {
@@ -557,15 +625,19 @@ fn decode(
     return;
   }
   // #endif
-  var rows = 0u;
+  let me = Lane(lane, slot, (1u << lane) - 1u, lane - subgroupLane, 0u, subgroupLane);
+  // The loops hold barriers: every invocation of the workgroup runs the same counts.
+  var fullGroups = 0xFFFFFFFFu;
+  var groups = 0u;
   for (var i = 0u; i < chunkCount; i += 1u) {
-    rows = max(rows, (chunkAt(firstChunk + i).symbols + LANES - 1u) / LANES);
+    let counts = groupCounts(chunkAt(firstChunk + i).symbols);
+    fullGroups = min(fullGroups, counts.x);
+    groups = max(groups, counts.y);
   }
-  let hasChunk = slot < chunkCount;
-  var chunk = chunkAt(firstChunk + min(slot, chunkCount - 1u));
-  if (!hasChunk) {
-    chunk.symbols = 0u;
-  }
-  decodeShared(chunk, stream, slot, lane, lane - subgroupLane, subgroupLane, rows);
   // #endif
+  if (stream.mode == MODE_RANS) {
+    decodeRans(chunk, stream, me, min(fullGroups, groups), groups);
+  } else {
+    copySymbols(chunk, stream, me, groups);
+  }
 }

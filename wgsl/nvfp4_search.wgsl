@@ -67,15 +67,66 @@ fn clamped_product(mu: f32, delta: i32) -> f32 {
   return clamp(mu * f32(delta), -PRODUCT_CLAMP, PRODUCT_CLAMP);
 }
 
+// What a thread knows about its block while it tries the candidates. Everything the per-element work touches is
+// a scalar or a vector indexed by constants (registers); the one table indexed by data, the rounding thresholds,
+// lives in workgroup memory.
 struct Block {
-  magnitudes: array<f32, 16>,
-  negative: u32,
   to_unit: f32,
   cap: f32,
   mu: f32,
-  // Rounding up from magnitude index i (sign s) wins iff the error units drop by more than up_threshold[s·8 + i]
-  // = floor(μ'·(len(up) − len(down))), computed once per block.
-  up_threshold: array<i32, 16>,
+  rdo: bool,
+  // This thread's column of `thresholds`.
+  tid: u32,
+}
+
+struct Quad {
+  units: i32,
+  length: i32,
+  // Four codes, four bits each, element j of the quad at bits 4j.
+  codes: u32,
+}
+
+// Rounding up from magnitude index i (sign s) wins iff the error units drop by more than thresholds[(s·8 + i)·WG
+// + tid] = floor(μ'·(len(up) − len(down))): the block's 14 rate differences, set once per block.
+var<workgroup> thresholds: array<i32, 1024>;
+
+// One element of magnitude a (sign bit `sign` = 0 or 8) at the candidate whose decoded magnitudes start at
+// decoded[base]: the nearest decoded value below or above it (or the cheaper under error + μ·length).
+fn element(block: Block, a: f32, sign: u32, base: u32, d2: f32, d4: f32, d6: f32) -> vec2<u32> {
+  // Largest i with d[i] ≤ a (d[0] = 0 ≤ a): three exact comparisons.
+  let at_least_4 = a >= d4;
+  var index = select(0u, 4u, at_least_4);
+  if (a >= select(d2, d6, at_least_4)) { index += 2u; }
+  if (a >= decoded[base + index + 1u]) { index += 1u; }
+  let low = a - decoded[base + index];
+  var units = error_units(low, block.to_unit, block.cap);
+  var code = select(sign | index, 0u, index == 0u);
+  if (index < 7u) {
+    let high = decoded[base + index + 1u] - a;
+    let high_units = error_units(high, block.to_unit, block.cap);
+    var up: bool;
+    if (block.rdo) {
+      up = units - high_units > thresholds[(sign | index) * WG + block.tid];
+    } else {
+      up = high < low;
+    }
+    if (up) {
+      units = high_units;
+      code = sign | (index + 1u);
+    }
+  }
+  return vec2<u32>(u32(units), code);
+}
+
+// Four elements (magnitudes v, sign bits in the low four bits of `negative`).
+fn quad(block: Block, v: vec4<f32>, negative: u32, base: u32, d2: f32, d4: f32, d6: f32) -> Quad {
+  let e0 = element(block, v.x, (negative & 1u) << 3u, base, d2, d4, d6);
+  let e1 = element(block, v.y, ((negative >> 1u) & 1u) << 3u, base, d2, d4, d6);
+  let e2 = element(block, v.z, ((negative >> 2u) & 1u) << 3u, base, d2, d4, d6);
+  let e3 = element(block, v.w, ((negative >> 3u) & 1u) << 3u, base, d2, d4, d6);
+  let units = i32(e0.x) + i32(e1.x) + i32(e2.x) + i32(e3.x);
+  let length = i32(lengths[e0.y] + lengths[e1.y] + lengths[e2.y] + lengths[e3.y]);
+  return Quad(units, length, e0.y | (e1.y << 4u) | (e2.y << 8u) | (e3.y << 12u));
 }
 
 struct Cost {
@@ -84,55 +135,6 @@ struct Cost {
   // Codes 0..7 and 8..15, four bits each (element j at bits 4·(j mod 8)).
   codes_low: u32,
   codes_high: u32,
-}
-
-fn evaluate(block: ptr<function, Block>, k: u32) -> Cost {
-  var distortion = 0;
-  var length = i32(lengths[16u + k]);
-  var codes_low = 0u;
-  var codes_high = 0u;
-  if (k == 0u) {
-    for (var j = 0u; j < BLOCK; j++) {
-      distortion += error_units((*block).magnitudes[j], (*block).to_unit, (*block).cap);
-    }
-    return Cost(distortion, length + i32(BLOCK * lengths[0]), 0u, 0u);
-  }
-  let base = k * 8u;
-  let d4 = decoded[base + 4u];
-  let rdo = params.rdo == 1u;
-  for (var j = 0u; j < BLOCK; j++) {
-    let a = (*block).magnitudes[j];
-    let sign = (((*block).negative >> j) & 1u) << 3u;
-    // Largest i with d[i] ≤ a (d[0] = 0 ≤ a): three exact comparisons.
-    var index = select(0u, 4u, a >= d4);
-    if (a >= decoded[base + index + 2u]) { index += 2u; }
-    if (a >= decoded[base + index + 1u]) { index += 1u; }
-    let low = a - decoded[base + index];
-    var units = error_units(low, (*block).to_unit, (*block).cap);
-    var code = select(sign | index, 0u, index == 0u);
-    if (index < 7u) {
-      let high = decoded[base + index + 1u] - a;
-      let high_units = error_units(high, (*block).to_unit, (*block).cap);
-      var up: bool;
-      if (rdo) {
-        up = units - high_units > (*block).up_threshold[sign | index];
-      } else {
-        up = high < low;
-      }
-      if (up) {
-        units = high_units;
-        code = sign | (index + 1u);
-      }
-    }
-    distortion += units;
-    length += i32(lengths[code]);
-    if (j < 8u) {
-      codes_low |= code << (4u * j);
-    } else {
-      codes_high |= code << (4u * (j - 8u));
-    }
-  }
-  return Cost(distortion, length, codes_low, codes_high);
 }
 
 @compute @workgroup_size(WG)
@@ -146,42 +148,64 @@ fn search(@builtin(global_invocation_id) id: vec3<u32>, @builtin(local_invocatio
 
   let index = id.x;
   if (index < params.block_count) {
-    var block: Block;
+    // Magnitudes (subnormals flushed), sign bits, and the binade of the absmax.
+    var m: array<vec4<f32>, 4>;
     var max_bits = 0u;
     var negative = 0u;
     for (var q = 0u; q < 4u; q++) {
       let word = weights[index * 4u + q];
-      for (var c = 0u; c < 4u; c++) {
-        let bits = word[c];
-        let magnitude_bits = bits & 0x7fffffffu;
-        let normal = magnitude_bits >= 0x00800000u;
-        let j = q * 4u + c;
-        block.magnitudes[j] = select(0.0, bitcast<f32>(magnitude_bits), normal);
-        if (normal && (bits >> 31u) == 1u) { negative |= 1u << j; }
-        if (normal && magnitude_bits > max_bits) { max_bits = magnitude_bits; }
-      }
+      let magnitude_bits = word & vec4<u32>(0x7fffffffu);
+      let normal = magnitude_bits >= vec4<u32>(0x00800000u);
+      m[q] = select(vec4<f32>(0.0), bitcast<vec4<f32>>(magnitude_bits), normal);
+      let sign_bits = select(vec4<u32>(0u), word >> vec4<u32>(31u), normal);
+      negative |= (sign_bits.x | (sign_bits.y << 1u) | (sign_bits.z << 2u) | (sign_bits.w << 3u)) << (4u * q);
+      let largest = max(max(select(0u, magnitude_bits.x, normal.x), select(0u, magnitude_bits.y, normal.y)),
+                        max(select(0u, magnitude_bits.z, normal.z), select(0u, magnitude_bits.w, normal.w)));
+      max_bits = max(max_bits, largest);
     }
+    let m0 = m[0];
+    let m1 = m[1];
+    let m2 = m[2];
+    let m3 = m[3];
     var exponent = 0;
     if (max_bits != 0u) { exponent = clamp(i32(max_bits >> 23u) - 127, -126, 126); }
-    block.negative = negative;
+    var block: Block;
     block.to_unit = bitcast<f32>(u32(127 - exponent) << 23u);
     block.cap = bitcast<f32>(u32(128 + exponent) << 23u);
     block.mu = ldexp_clamped(params.lambda_per_length, 24 - 2 * exponent);
+    block.rdo = params.rdo == 1u;
+    block.tid = tid;
     for (var sign = 0u; sign <= 8u; sign += 8u) {
       for (var i = 0u; i < 7u; i++) {
         let down = select(sign | i, 0u, i == 0u);
         let delta = i32(lengths[sign | (i + 1u)]) - i32(lengths[down]);
-        block.up_threshold[sign | i] = i32(floor(clamped_product(block.mu, delta)));
+        thresholds[(sign | i) * WG + tid] = i32(floor(clamped_product(block.mu, delta)));
       }
     }
 
-    var best = evaluate(&block, 0u);
+    // Candidate 0, the zero scale: every code 0, the error is the weight itself.
+    var zero_units = vec4<i32>(0);
+    for (var q = 0u; q < 4u; q++) {
+      let v = m[q];
+      zero_units += vec4<i32>(error_units(v.x, block.to_unit, block.cap), error_units(v.y, block.to_unit, block.cap),
+                              error_units(v.z, block.to_unit, block.cap), error_units(v.w, block.to_unit, block.cap));
+    }
+    var best = Cost(zero_units.x + zero_units.y + zero_units.z + zero_units.w, i32(lengths[16u] + BLOCK * lengths[0]), 0u, 0u);
     var best_k = 0u;
     for (var k = 1u; k < CANDIDATES; k++) {
-      let cost = evaluate(&block, k);
-      let threshold = i32(ceil(clamped_product(block.mu, best.length - cost.length)));
-      if (cost.distortion - best.distortion < threshold) {
-        best = cost;
+      let base = k * 8u;
+      let d2 = decoded[base + 2u];
+      let d4 = decoded[base + 4u];
+      let d6 = decoded[base + 6u];
+      let q0 = quad(block, m0, negative, base, d2, d4, d6);
+      let q1 = quad(block, m1, negative >> 4u, base, d2, d4, d6);
+      let q2 = quad(block, m2, negative >> 8u, base, d2, d4, d6);
+      let q3 = quad(block, m3, negative >> 12u, base, d2, d4, d6);
+      let distortion = q0.units + q1.units + q2.units + q3.units;
+      let length = i32(lengths[16u + k]) + q0.length + q1.length + q2.length + q3.length;
+      let threshold = i32(ceil(clamped_product(block.mu, best.length - length)));
+      if (distortion - best.distortion < threshold) {
+        best = Cost(distortion, length, q0.codes | (q1.codes << 16u), q2.codes | (q3.codes << 16u));
         best_k = k;
       }
     }

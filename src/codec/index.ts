@@ -1,5 +1,5 @@
 /**
- * The eqz codec: rANS-coded streams (spec/eqz.md §"Coded stream"), the lossless planes encoding, frequency
+ * The eqz codec: rANS-coded streams (spec/eqz.md §6), the lossless planes encoding, frequency
  * tables, and XXH32. Call `await initCodec()` once per thread (main thread or worker); everything else is
  * synchronous. No Node-only imports: this module runs in browsers too. The worker pool is in ./pool.js (Node).
  */

@@ -1,5 +1,5 @@
 /**
- * Lossless encoding 1, "planes" (spec/eqz.md §"1 planes"): a tensor of 1-, 2- or 4-byte elements as one coded
+ * Lossless encoding 1, "planes" (spec/eqz.md §7.4): a tensor of 1-, 2- or 4-byte elements as one coded
  * stream per byte plane, the exponent in a plane of its own so rANS can exploit its skew while the near-uniform
  * mantissa bytes are stored. Each plane's stream picks rANS or stored by itself.
  */

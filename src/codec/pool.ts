@@ -29,7 +29,7 @@ export type PoolRequest = { id: number } & (
   | { op: 'encodeLossless'; bytes: Uint8Array; dtype: Dtype }
 );
 
-/** A worker's answer: the value, or the error it threw (EqzErrors keep their code). */
+/** A worker's answer: the value, or the error it threw (EqzErrors keep their code; `message` is then their detail). */
 export interface PoolReply {
   id: number;
   value?: unknown;
@@ -38,6 +38,20 @@ export interface PoolReply {
 
 /** Request fields other than id and op, by op. */
 type RequestBody<Op extends PoolRequest['op']> = Omit<Extract<PoolRequest, { op: Op }>, 'id' | 'op'>;
+
+/** What the pool needs of a worker thread (node:worker_threads' Worker has it; tests may pass others). */
+export interface PoolWorker {
+  postMessage(request: PoolRequest): void;
+  on(event: 'message', listener: (reply: PoolReply) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  terminate(): Promise<unknown>;
+}
+
+/** Starts one worker; the pool waits for its first reply (id −1) before using it. */
+export type PoolWorkerFactory = () => PoolWorker;
+
+/** A worker thread running pool-worker.js (compiled: the pool runs from built JavaScript). */
+export const threadWorker: PoolWorkerFactory = () => new Worker(new URL('./pool-worker.js', import.meta.url)) as unknown as PoolWorker;
 
 interface Job {
   request: PoolRequest;
@@ -60,18 +74,22 @@ export function splitRange(count: number, parts: number): Array<[number, number]
     .filter(([begin, end]) => end > begin);
 }
 
+/**
+ * Worker threads with a codec each. Create with {@link CodecPool.create}, close with {@link CodecPool.close}.
+ * Every method validates on this thread what it hands out, and its results equal the single-thread functions'.
+ */
 export class CodecPool {
-  private readonly workers: Worker[];
-  private readonly idle: Worker[];
+  private readonly workers: PoolWorker[];
+  private readonly idle: PoolWorker[];
   private readonly queue: Job[] = [];
   private readonly pending = new Map<number, Job>();
   private nextId = 0;
 
-  private constructor(workers: Worker[]) {
+  private constructor(workers: PoolWorker[]) {
     this.workers = workers;
     this.idle = [...workers];
     for (const worker of workers) {
-      worker.on('message', (reply: PoolReply) => this.settle(worker, reply));
+      worker.on('message', (reply: PoolReply) => { if (reply.id >= 0) this.settle(worker, reply); });
       worker.on('error', (error: Error) => {
         for (const job of this.pending.values()) job.reject(error);
         this.pending.clear();
@@ -80,12 +98,16 @@ export class CodecPool {
   }
 
   /** Starts `threads` workers (default: one per core) and the codec of this thread. */
-  static async create(threads = availableParallelism()): Promise<CodecPool> {
+  static async create(threads = availableParallelism(), spawn: PoolWorkerFactory = threadWorker): Promise<CodecPool> {
     await initCodec();
-    const workers = await Promise.all(Array.from({ length: Math.max(1, threads) }, () => new Promise<Worker>((resolve, reject) => {
-      const worker = new Worker(new URL('./pool-worker.js', import.meta.url));
-      worker.once('message', () => resolve(worker));
-      worker.once('error', reject);
+    const workers = await Promise.all(Array.from({ length: Math.max(1, threads) }, () => new Promise<PoolWorker>((resolve, reject) => {
+      const worker = spawn();
+      let ready = false;
+      worker.on('message', () => {
+        if (!ready) resolve(worker);
+        ready = true;
+      });
+      worker.on('error', reject);
     })));
     return new CodecPool(workers);
   }
@@ -111,14 +133,14 @@ export class CodecPool {
     }
   }
 
-  private settle(worker: Worker, reply: PoolReply): void {
+  private settle(worker: PoolWorker, reply: PoolReply): void {
     const job = this.pending.get(reply.id);
     if (!job) return;
     this.pending.delete(reply.id);
     this.idle.push(worker);
     if (reply.error) {
       const { code, message, tensor, offset } = reply.error;
-      job.reject(code ? new EqzError(code, message.replace(/^\w+: /, ''), { tensor, offset }) : new Error(message));
+      job.reject(code ? new EqzError(code, message, { tensor, offset }) : new Error(message));
     } else {
       job.resolve(reply.value);
     }

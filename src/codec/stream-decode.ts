@@ -18,6 +18,7 @@ export function chunksPerBatch(chunkSymbols: number): number {
   return Math.max(1, Math.floor(BATCH_SYMBOLS / chunkSymbols));
 }
 
+/** What decodeStream expects of a stream and where it writes (the context only names places in errors). */
 export interface DecodeStreamOptions extends StreamContext {
   /** Decode into this array (it must hold symbol_count bytes, else LimitExceeded); a subarray of it is returned. */
   into?: Uint8Array;
@@ -29,6 +30,7 @@ export interface DecodeStreamOptions extends StreamContext {
   maxSymbols?: number;
 }
 
+/** A decoded stream. */
 export interface DecodedStream {
   /** One byte per symbol (nibble streams too). */
   symbols: Uint8Array;

@@ -16,6 +16,7 @@ import {
 } from './stream-format.js';
 import { codecRuntime, type CodecRuntime } from './wasm.js';
 
+/** How encodeStream codes a stream. */
 export interface EncodeStreamOptions {
   /** 8 (default): symbols are bytes. 4: symbols are nibbles, one per input byte, values 0..15. */
   symbolBits?: SymbolBits;
@@ -55,7 +56,7 @@ export type StreamPlan =
  * Decides how to code `count` symbols with these `counts` (256 entries). Throws EqzError InvalidValue for a
  * nibble stream with a symbol above 15, RangeError for bad options.
  */
-export function planStream(counts: ArrayLike<number>, count: number, options: EncodeStreamOptions = {}): StreamPlan {
+export function planStream(counts: Float64Array, count: number, options: EncodeStreamOptions = {}): StreamPlan {
   const symbolBits = options.symbolBits ?? 8;
   if (symbolBits !== 8 && symbolBits !== 4) throw new RangeError(`symbolBits must be 8 or 4, not ${String(symbolBits)}`);
   if (options.chunkLog2 !== undefined
@@ -69,12 +70,13 @@ export function planStream(counts: ArrayLike<number>, count: number, options: En
   const mode = options.mode ?? 'auto';
   if (count === 0 || mode === 'stored') return { mode: 'stored', symbolBits, count };
 
-  const alphabetCounts = Array.from({ length: alphabetSize }, (_, s) => counts[s]!);
+  const alphabetCounts = counts.subarray(0, alphabetSize);
   const storedLength = STREAM_HEADER_SIZE + storedBodyLength(count, symbolBits);
   // No table codes below the entropy, and the table and chunks cost at least this much: small or flat streams
   // are stored without normalizing a table (what tiny tensors would otherwise spend most of their time on).
   if (mode === 'auto') {
-    const present = alphabetCounts.filter((c) => c > 0).length;
+    let present = 0;
+    for (const c of alphabetCounts) if (c > 0) present++;
     const floor = STREAM_HEADER_SIZE + alphabetSize / 8 + present + (CHUNK_OVERHEAD_BYTES - 64)
       + (entropyBitsPerSymbol(alphabetCounts) * count) / 8;
     if (floor >= storedLength) return { mode: 'stored', symbolBits, count };

@@ -1,5 +1,5 @@
 /**
- * The coded stream's format (spec/eqz.md §"Coded stream"): a 24-byte header, then either the symbols stored as
+ * The coded stream's format (spec/eqz.md §6): a 24-byte header, then either the symbols stored as
  * they are or an rANS body — frequency table, 32 final states and a word count per chunk, the chunks' 16-bit
  * words. Parsing checks every field and length before anything is allocated; the decoders and the GPU upload
  * code read streams through {@link parseStreamHeader} and {@link parseRansLayout}.
@@ -23,7 +23,9 @@ export function allocateOutput(size: number, context: StreamContext = {}): Uint8
 /** Bytes of one chunk's final states (32 u32). */
 export const STATE_BYTES = LANES * 4;
 
+/** A stream's mode: symbols stored as they are, or rANS-coded. */
 export type StreamMode = 'stored' | 'rans';
+/** Bits per symbol: bytes or nibbles. */
 export type SymbolBits = 8 | 4;
 
 /** The 24-byte header of a coded stream. */

@@ -27,6 +27,7 @@ interface CodecExports {
   histogram(symbols: number, count: number, counts: number): void;
   extractPlane(elements: number, count: number, width: number, plane: number, out: number): void;
   mergePlanes(planes: number, count: number, width: number, out: number): void;
+  xxh32Stripes(data: number, length: number, state: number): void;
 }
 
 const PAGE_BYTES = 65536;
@@ -41,7 +42,6 @@ export class CodecRuntime {
   readonly decodeTableOwners: unknown[] = new Array(DECODE_TABLE_SLOTS).fill(undefined);
   /** Bytes after a batch's words that the decoder may read (and then reject) on corrupt input. */
   readonly wordSlackBytes: number;
-  private readonly heapStart: number;
   private top: number;
   private view: Uint8Array;
 
@@ -49,8 +49,7 @@ export class CodecRuntime {
     this.wasm = wasm;
     wasm._initialize();
     this.wordSlackBytes = wasm.WORD_SLACK_BYTES.value as number;
-    this.heapStart = align(wasm.heapBase(), 64);
-    this.top = this.heapStart;
+    this.top = align(wasm.heapBase(), 64);
     this.view = new Uint8Array(wasm.memory.buffer);
   }
 
@@ -65,31 +64,20 @@ export class CodecRuntime {
     return this.wasm.decodeTables() + slot * DECODE_TABLE_BYTES;
   }
 
-  /** Current arena position, to hand back to {@link release} when the regions allocated since are done. */
-  mark(): number {
-    return this.top;
-  }
-
-  release(mark: number): void {
-    this.top = mark;
-  }
-
-  /** Reserves `size` bytes (16-byte aligned) above everything reserved since the last release; grows memory if needed. */
+  /** Reserves `size` bytes (16-byte aligned) above everything reserved in the enclosing {@link scoped} calls. */
   alloc(size: number): number {
     const start = align(this.top, 16);
     const end = start + size;
     const memory = this.wasm.memory;
     if (end > memory.buffer.byteLength) {
-      if (end > 2 ** 32) throw new EqzError('LimitExceeded', `codec needs ${end} bytes of WASM memory (limit 4 GiB)`);
-      memory.grow(Math.ceil((end - memory.buffer.byteLength) / PAGE_BYTES));
+      try {
+        memory.grow(Math.ceil((end - memory.buffer.byteLength) / PAGE_BYTES));
+      } catch {
+        throw new EqzError('LimitExceeded', `the codec could not grow its WASM memory to ${end} bytes`);
+      }
     }
     this.top = end;
     return start;
-  }
-
-  /** Copies `source` into linear memory at `address`. */
-  write(address: number, source: Uint8Array): void {
-    this.bytes.set(source, address);
   }
 
   /** u32 array view of `count` values at `address` (4-byte aligned). */

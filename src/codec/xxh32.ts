@@ -1,7 +1,15 @@
 /**
- * XXH32 (xxHash, 32-bit), the checksum of every .eqz header, table and payload (spec §"Integrity").
+ * XXH32 (xxHash, 32-bit), the checksum of every .eqz header, table and payload (spec/eqz.md §5).
  * Streaming: {@link Xxh32.update} any number of times, then {@link Xxh32.digest}. {@link xxh32} hashes one buffer.
+ * Once this thread's WASM codec is initialized (initCodec), long inputs run their stripe loop there with SIMD;
+ * before that, or for short inputs, in TypeScript. Both give the same digest.
  */
+import { codecReady, codecRuntime } from './wasm.js';
+
+/** Inputs at least this long go to the WASM stripe loop (below it, copying in costs more than it saves). */
+const WASM_STRIPES_MIN = 4096;
+/** Bytes copied into linear memory per WASM call. */
+const WASM_BATCH = 1 << 20;
 
 const PRIME1 = 0x9e3779b1;
 const PRIME2 = 0x85ebca77;
@@ -12,6 +20,7 @@ const PRIME5 = 0x165667b1;
 const rotl = (x: number, r: number): number => (x << r) | (x >>> (32 - r));
 const round = (acc: number, lane: number): number => Math.imul(rotl((acc + Math.imul(lane, PRIME2)) | 0, 13), PRIME1);
 
+/** A streaming XXH32 state. */
 export class Xxh32 {
   private v1: number;
   private v2: number;
@@ -31,6 +40,7 @@ export class Xxh32 {
     this.v4 = (this.seed - PRIME1) | 0;
   }
 
+  /** Adds `data` to the hashed input; returns this. */
   update(data: Uint8Array): this {
     this.totalLength += data.length;
     let i = 0;
@@ -51,6 +61,10 @@ export class Xxh32 {
   }
 
   private stripes(data: Uint8Array, start: number, end: number): void {
+    if (end - start >= WASM_STRIPES_MIN && codecReady()) {
+      this.wasmStripes(data, start, end);
+      return;
+    }
     const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
     let { v1, v2, v3, v4 } = this;
     for (let p = start; p < end; p += 16) {
@@ -62,6 +76,26 @@ export class Xxh32 {
     this.v1 = v1; this.v2 = v2; this.v3 = v3; this.v4 = v4;
   }
 
+  private wasmStripes(data: Uint8Array, start: number, end: number): void {
+    const rt = codecRuntime();
+    rt.scoped(() => {
+      const state = rt.alloc(16);
+      const buffer = rt.alloc(Math.min(WASM_BATCH, end - start));
+      rt.u32(state, 4).set([this.v1 >>> 0, this.v2 >>> 0, this.v3 >>> 0, this.v4 >>> 0]);
+      for (let at = start; at < end; at += WASM_BATCH) {
+        const length = Math.min(WASM_BATCH, end - at);
+        rt.bytes.set(data.subarray(at, at + length), buffer);
+        rt.wasm.xxh32Stripes(buffer, length, state);
+      }
+      const accumulators = rt.u32(state, 4);
+      this.v1 = accumulators[0]! | 0;
+      this.v2 = accumulators[1]! | 0;
+      this.v3 = accumulators[2]! | 0;
+      this.v4 = accumulators[3]! | 0;
+    });
+  }
+
+  /** The XXH32 of everything added so far, as an unsigned 32-bit number. */
   digest(): number {
     let h = this.totalLength >= 16
       ? (rotl(this.v1, 1) + rotl(this.v2, 7) + rotl(this.v3, 12) + rotl(this.v4, 18)) | 0

@@ -188,10 +188,10 @@ export interface ChunkWork {
   target: Placement;
 }
 
-/** One decode dispatch: its pipeline, its data buffer contents and its output binding. */
+/** One decode dispatch: its pipeline (output format, chunks per workgroup), data buffer contents, output binding. */
 export interface DecodeDispatch {
   format: number;
-  values: number;
+  chunksPerGroup: number;
   arena: number;
   /** Output binding range in the destination, BINDING_ALIGNMENT-aligned offset, size a multiple of 4. */
   outputOffset: number;
@@ -260,7 +260,21 @@ export interface PlanLimits {
   maxBufferBytes: number;
   /** Scratch buffer for planes before merging. */
   scratchBytes: number;
-  chunksPerGroup: number;
+  /** Chunks per workgroup (1..8), or `auto`: per dispatch, see {@link autoChunksPerGroup}. */
+  chunksPerGroup: number | 'auto';
+}
+
+/** Workgroups a dispatch should have at least before chunks share workgroups (a large GPU has 100+ SMs). */
+const TARGET_WORKGROUPS = 512;
+
+/**
+ * Chunks per workgroup for a dispatch of `chunks` chunks: sharing a workgroup shares its decode table, but few
+ * chunks (one tensor, a small block) decode fastest spread one per workgroup over as many processors as possible.
+ */
+export function autoChunksPerGroup(chunks: number): number {
+  let perGroup = MAX_CHUNKS_PER_GROUP;
+  while (perGroup > 1 && chunks / perGroup < TARGET_WORKGROUPS) perGroup /= 2;
+  return perGroup;
 }
 
 /** Decodes raw payloads on the CPU (they need no GPU work); supplied by the caller to keep this module GPU-free. */
@@ -346,12 +360,16 @@ function chunkDataBytes(work: ChunkWork, newStream: boolean): number {
   return bytes;
 }
 
-/** Builds the 4096-slot decode table: entry = frequency << 20 | (slot − cum) << 8 | symbol. */
+/**
+ * Builds the 4096-slot decode table: entry = frequency << 20 | symbol << 12 | (slot − cum), so that a decode
+ * step is one shift, one mask and one multiply-add (decode.wgsl advanceState). Frequencies are below 4096 here:
+ * one-symbol streams never reach the table.
+ */
 function decodeTable(frequencies: Uint32Array, into: Uint32Array, at: number): void {
   let slot = at;
   for (let symbol = 0; symbol < frequencies.length; symbol++) {
     const frequency = frequencies[symbol]!;
-    for (let offset = 0; offset < frequency; offset++) into[slot++] = ((frequency << 20) | (offset << 8) | symbol) >>> 0;
+    for (let offset = 0; offset < frequency; offset++) into[slot++] = ((frequency << 20) | (symbol << 12) | offset) >>> 0;
   }
 }
 
@@ -363,7 +381,7 @@ class DispatchBuilder {
   private outputEnd: number;
   private lastStream: PlannedStream | undefined;
 
-  constructor(readonly format: number, readonly values: number, readonly arena: number, first: ChunkWork, private readonly limits: PlanLimits) {
+  constructor(readonly format: number, readonly arena: number, first: ChunkWork, private readonly limits: PlanLimits) {
     this.outputStart = alignDown(first.target.offset, BINDING_ALIGNMENT);
     this.outputEnd = this.outputStart;
   }
@@ -393,11 +411,12 @@ class DispatchBuilder {
       if (last && last.stream === work.stream) last.chunks.push(work);
       else runs.push({ stream: work.stream, chunks: [work] });
     }
+    const perGroup = this.limits.chunksPerGroup === 'auto' ? autoChunksPerGroup(this.chunks.length) : this.limits.chunksPerGroup;
     const groups: { firstChunk: number; count: number; stream: number }[] = [];
     let chunkIndex = 0;
     runs.forEach((run, streamIndex) => {
-      for (let i = 0; i < run.chunks.length; i += this.limits.chunksPerGroup) {
-        groups.push({ firstChunk: chunkIndex + i, count: Math.min(this.limits.chunksPerGroup, run.chunks.length - i), stream: streamIndex });
+      for (let i = 0; i < run.chunks.length; i += perGroup) {
+        groups.push({ firstChunk: chunkIndex + i, count: Math.min(perGroup, run.chunks.length - i), stream: streamIndex });
       }
       chunkIndex += run.chunks.length;
     });
@@ -439,7 +458,7 @@ class DispatchBuilder {
       const scaleBase = (scalesAt[s]! - firstRow[s]!) >>> 0;
       descriptors.set([
         stream.mode, stream.mode === MODE_RANS ? tableAt[s]! : stream.constantSymbol, scaleBase, stream.rowLength,
-        stream.checkCodes ? 1 : 0, scalesAt[s]! + Math.max(rowCount[s]! - 1, 0), 0, 0,
+        stream.checkCodes ? 1 : 0, scalesAt[s]! + Math.max(rowCount[s]! - 1, 0), stream.values, 0,
       ], streamTable + s * STREAM_WORDS);
       if (stream.mode === MODE_RANS) decodeTable(stream.layout!.frequencies, descriptors, tableAt[s]!);
       if (stream.scales) {
@@ -478,7 +497,7 @@ class DispatchBuilder {
     });
     return {
       format: this.format,
-      values: this.values,
+      chunksPerGroup: perGroup,
       arena: this.arena,
       outputOffset: this.outputStart,
       outputSize: alignUp(this.outputEnd - this.outputStart, 4),
@@ -493,8 +512,8 @@ class DispatchBuilder {
 }
 
 /**
- * Cuts `work` (ordered by destination offset within each destination) into dispatches of one pipeline and one
- * destination each, appending its chunks to `chunks` in chunk-id order.
+ * Cuts `work` (ordered by destination offset within each destination) into dispatches of one output format and
+ * one destination each, appending its chunks to `chunks` in chunk-id order.
  */
 function cutDispatches(work: readonly ChunkWork[], limits: PlanLimits, chunks: ChunkWork[]): DecodeDispatch[] {
   const dispatches: DecodeDispatch[] = [];
@@ -507,12 +526,12 @@ function cutDispatches(work: readonly ChunkWork[], limits: PlanLimits, chunks: C
     builder = undefined;
   };
   for (const chunk of work) {
-    const { format, values } = chunk.stream;
-    if (builder && (builder.format !== format || builder.values !== values || builder.arena !== chunk.target.arena)) close();
-    builder ??= new DispatchBuilder(format, values, chunk.target.arena, chunk, limits);
+    const { format } = chunk.stream;
+    if (builder && (builder.format !== format || builder.arena !== chunk.target.arena)) close();
+    builder ??= new DispatchBuilder(format, chunk.target.arena, chunk, limits);
     if (!builder.tryAdd(chunk)) {
       close();
-      builder = new DispatchBuilder(format, values, chunk.target.arena, chunk, limits);
+      builder = new DispatchBuilder(format, chunk.target.arena, chunk, limits);
       builder.tryAdd(chunk);
     }
   }
@@ -649,13 +668,12 @@ export function planDecode(requests: readonly GpuDecodeRequest[], limits: PlanLi
   });
 
   const chunks: ChunkWork[] = [];
-  // Each pipeline's direct chunks share dispatches, in destination order.
-  const byPipeline = new Map<string, ChunkWork[]>();
+  // Each output format's direct chunks share dispatches, in destination order.
+  const byPipeline = new Map<number, ChunkWork[]>();
   for (const work of direct) {
-    const key = `${work.stream.format}/${work.stream.values}`;
-    const list = byPipeline.get(key);
+    const list = byPipeline.get(work.stream.format);
     if (list) list.push(work);
-    else byPipeline.set(key, [work]);
+    else byPipeline.set(work.stream.format, [work]);
   }
   const rounds: Round[] = [{ decodes: [...byPipeline.values()].flatMap((work) => cutDispatches(work, limits, chunks)), merges: [] }];
 

@@ -90,6 +90,8 @@ export function selfCheckRequests(): GpuDecodeRequest[] {
     quantizedRequest('fp8-f16-overflow', 'fp8-e4m3', 'F16', [1, 4129], e4m3Codes(4129, 2, 20), 'source', {}, Float32Array.of(2 ** 10)),
     quantizedRequest('int8-short-rows', 'int8', 'BF16', [1121, 11], int8Codes(1121 * 11, 4), 'source', chunked),
     quantizedRequest('int8-codes', 'int8', 'F32', [12331, 1], int8Codes(12331, 6), 'codes', chunked),
+    // About 8 bits a symbol, forced to rANS: half the lanes take a word each row, the window slides every row or two.
+    quantizedRequest('int8-uniform', 'int8', 'BF16', [64, 1000], randomElements(64_000, 1, 5), 'source', { mode: 'rans', chunkLog2: 12 }),
     quantizedRequest('one-symbol', 'fp8-e4m3', 'BF16', [1, 1], Uint8Array.of(0xb8), 'source', { mode: 'rans' }),
     quantizedRequest('constant', 'fp8-e4m3', 'F32', [50, 100], new Uint8Array(5000).fill(0x38), 'source', { mode: 'rans' }),
     quantizedRequest('stored', 'fp8-e4m3', 'BF16', [70, 1001], e4m3Codes(70_070, 7), 'source', { mode: 'stored' }),

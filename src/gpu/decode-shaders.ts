@@ -5,28 +5,16 @@
  * variants differ in what may not appear at all: `enable subgroups;` is an error on an adapter without them, and
  * a workgroup table that is declared occupies workgroup memory even where unused.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-
 /** The decoder's shader files, by name without `.wgsl`. */
 export type DecodeShaderName = 'decode' | 'decode-merge' | 'decode-float';
 
-/** Supplies the text of a shader file: from wgsl/ on disk by default; embedders may pass their own copies. */
+/**
+ * Supplies the text of a shader file. In Node the default reads wgsl/ (decode-shader-files.ts); embedders pass
+ * their own (e.g. the files' text bundled as strings). This module itself has no Node imports.
+ */
 export type ShaderLoader = (name: DecodeShaderName) => string;
 
 const DIRECTIVE = /^\s*\/\/\s*#(if|else|endif|include)\b\s*(.*)$/;
-
-/** Where wgsl/ is: beside src/ (running from source) or beside dist/ (running the build). */
-function shaderDirectory(): string {
-  for (const relative of ['../../wgsl/', '../../../wgsl/']) {
-    const path = fileURLToPath(new URL(relative, import.meta.url));
-    if (existsSync(`${path}decode.wgsl`)) return path;
-  }
-  throw new Error('the WGSL kernels (wgsl/decode*.wgsl) were not found beside the eqz sources');
-}
-
-/** Reads wgsl/<name>.wgsl. */
-export const fileShaderLoader: ShaderLoader = (name) => readFileSync(`${shaderDirectory()}${name}.wgsl`, 'utf8');
 
 /**
  * `source` with its directives resolved for `flags` (a missing flag is false). Directive lines are blanked

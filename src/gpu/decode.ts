@@ -8,16 +8,22 @@
  *       { entry: qEntry, payload: qPayload, output: 'BF16' },
  *       { entry: kEntry, payload: kPayload },
  *     ]);
- *     // q.buffer holds q's BF16 elements at q.offset .. q.offset + q.byteLength
+ *     // q.buffer holds q's BF16 elements at q.offset .. q.offset + q.byteLength (tensors may share buffers)
+ *     const bytes = await decoder.readBack(q);
  *
- * Results are bit-identical to the CPU decoder. Payloads are checked on the host first (through the codec's
- * parsers: src/gpu/decode-plan.ts); what only decoding can reveal (a chunk that does not decode exactly, an
- * E4M3 NaN code) the kernels report per chunk, and the call rejects with the same EqzError codes as the CPU.
+ * Results are bit-identical to the CPU decoder (src/decode/tensor.ts). Payloads are checked on the host first,
+ * through the codec's own parsers (src/gpu/decode-plan.ts); what only decoding can reveal (a chunk that does not
+ * decode exactly, an E4M3 NaN code) the kernels report per chunk, and the call rejects with the EqzError codes
+ * the CPU decoder uses (CorruptStream, InvalidValue), naming the tensor and, with `payloadOffset`, the file offset.
+ * A call's inputs all go to the GPU at once: decode a large model in groups of tensors (a block at a time).
+ * nvfp4 tensors are not decoded on the GPU (UnknownEncoding): decode them on the CPU.
  *
- * Kernel paths: with subgroups of ≥ 32 invocations (NVIDIA, AMD) a chunk's 32 lanes are one subgroup and
- * hand out words by ballot; otherwise (no subgroups, or SwiftShader's 4) through workgroup memory. If an
- * adapter's subgroups turn out not to be laid out as the fast path needs, the decoder says so through its
- * status word and falls back to the portable path for good.
+ * Kernels (see wgsl/decode.wgsl): `wide` when the adapter's subgroups have 32 to 128 invocations (NVIDIA, AMD):
+ * a chunk's 32 lanes are 32 invocations of one subgroup, words are handed out by ballot and taken from a
+ * register window by shuffles, no barriers. Otherwise the same decoding with its chunk-wide operations going
+ * through workgroup memory: `narrow` (smaller subgroups, SwiftShader's 4) or `portable` (no subgroups). If an
+ * adapter's subgroups turn out not to be laid out as a kernel needs, it says so through its status word and the
+ * decoder falls back to the next kernel for good.
  */
 import type { Dtype } from '../container/format.js';
 import { STREAM_HEADER_SIZE } from '../codec/constants.js';
@@ -27,9 +33,9 @@ import { EqzError } from '../errors.js';
 import type { GpuContext } from './device.js';
 import {
   planDecode, type ChunkWork, type DecodeDispatch, type DecodePlan, type GpuDecodeRequest, type MergeDispatch,
-  MAX_CHUNKS_PER_GROUP, MODE_RANS,
+  FORMAT_BYTES, MAX_CHUNKS_PER_GROUP, MODE_RANS,
 } from './decode-plan.js';
-import { createPipeline, fileShaderLoader, preprocessWgsl, type ShaderLoader } from './decode-shaders.js';
+import { createPipeline, preprocessWgsl, type ShaderLoader } from './decode-shaders.js';
 
 export type { GpuDecodeRequest, GpuOutput } from './decode-plan.js';
 
@@ -45,13 +51,16 @@ export interface GpuDecoderOptions {
   kernel?: DecodeKernel;
   /** Where the 4096-slot decode tables live while decoding: workgroup memory (default) or a storage buffer. */
   table?: 'workgroup' | 'storage';
-  /** Chunks (of 32 lanes) per workgroup, 1..8; default 8. */
-  chunksPerWorkgroup?: number;
+  /**
+   * Chunks (of 32 lanes) per workgroup, 1..8, or `auto` (per dispatch: fewer when chunks are few, so they spread
+   * over the GPU). Default `auto` on hardware adapters, 8 on software ones (each value is a pipeline to compile).
+   */
+  chunksPerWorkgroup?: number | 'auto';
   /** Cap on storage binding sizes below the adapter's (tests use it to exercise splitting). */
   maxBindingBytes?: number;
   /** Scratch buffer for planes before they are merged; default min(256 MiB, binding limit). */
   scratchBytes?: number;
-  /** Where the WGSL comes from; default wgsl/ beside the sources. */
+  /** Where the WGSL comes from; default (Node) wgsl/ beside the sources. Browsers and other hosts must pass one. */
   shaderLoader?: ShaderLoader;
 }
 
@@ -80,6 +89,27 @@ const FAILURE_MESSAGES = [
 ];
 const FAILURE_INVALID_CODE = 4;
 
+/** Pipelines by device, then by source and constants: compiled once per process (slow on software adapters). */
+const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
+
+function cachedPipeline(
+  device: GPUDevice, label: string, code: string, entryPoint: string, constants: Record<string, number>,
+): Promise<GPUComputePipeline> {
+  let pipelines = pipelineCache.get(device);
+  if (!pipelines) {
+    pipelines = new Map();
+    pipelineCache.set(device, pipelines);
+  }
+  const key = `${entryPoint} ${JSON.stringify(constants)} ${code}`;
+  let pipeline = pipelines.get(key);
+  if (!pipeline) {
+    pipeline = createPipeline(device, label, code, entryPoint, constants);
+    pipeline.catch(() => pipelines.delete(key));
+    pipelines.set(key, pipeline);
+  }
+  return pipeline;
+}
+
 function kernelFlags(kernel: DecodeKernel, table: 'workgroup' | 'storage'): Record<string, boolean> {
   return { SUBGROUPS: kernel !== 'portable', WIDE: kernel === 'wide', TABLE_IN_WORKGROUP: table === 'workgroup' };
 }
@@ -96,79 +126,77 @@ export class GpuDecoder {
   private kernelInUse: DecodeKernel;
   /** Where decode tables live while decoding. */
   readonly table: 'workgroup' | 'storage';
-  readonly chunksPerWorkgroup: number;
+  readonly chunksPerWorkgroup: number | 'auto';
   private readonly maxBindingBytes: number;
   private readonly maxBufferBytes: number;
   private readonly scratchLimit: number;
   private readonly loader: ShaderLoader;
-  private readonly pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  /** Preprocessed decode.wgsl per kernel. */
+  private readonly sources = new Map<DecodeKernel, string>();
   private scratch: GPUBuffer | undefined;
 
-  private constructor(gpu: GpuContext, options: GpuDecoderOptions) {
+  private constructor(gpu: GpuContext, options: GpuDecoderOptions, loader: ShaderLoader) {
     this.gpu = gpu;
     const limits = gpu.device.limits;
     this.kernelInUse = options.kernel ?? defaultKernel(gpu);
     if (this.kernelInUse !== 'portable' && !gpu.subgroups) throw new Error(`the ${this.kernelInUse} kernel needs subgroups, which ${gpu.description} lacks`);
     this.table = options.table ?? 'workgroup';
-    const chunks = options.chunksPerWorkgroup ?? MAX_CHUNKS_PER_GROUP;
-    const maxChunks = Math.min(MAX_CHUNKS_PER_GROUP, Math.floor(limits.maxComputeInvocationsPerWorkgroup / 32));
-    if (!Number.isInteger(chunks) || chunks < 1 || chunks > maxChunks) throw new RangeError(`chunksPerWorkgroup must be an integer in 1..${maxChunks}`);
+    const chunks = options.chunksPerWorkgroup ?? (gpu.software ? MAX_CHUNKS_PER_GROUP : 'auto');
+    if (limits.maxComputeInvocationsPerWorkgroup < MAX_CHUNKS_PER_GROUP * 32) {
+      throw new Error(`${gpu.description} allows ${limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup; the decoder needs ${MAX_CHUNKS_PER_GROUP * 32}`);
+    }
+    if (chunks !== 'auto' && !(Number.isInteger(chunks) && chunks >= 1 && chunks <= MAX_CHUNKS_PER_GROUP)) {
+      throw new RangeError(`chunksPerWorkgroup must be 'auto' or an integer in 1..${MAX_CHUNKS_PER_GROUP}`);
+    }
     this.chunksPerWorkgroup = chunks;
     this.maxBindingBytes = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize, options.maxBindingBytes ?? Infinity);
     this.maxBufferBytes = limits.maxBufferSize;
     this.scratchLimit = Math.min(this.maxBindingBytes, options.scratchBytes ?? DEFAULT_SCRATCH_BYTES);
-    this.loader = options.shaderLoader ?? fileShaderLoader;
+    this.loader = loader;
   }
 
   /** A decoder for `gpu`; compiles the pipelines the common outputs need. */
   static async create(gpu: GpuContext, options: GpuDecoderOptions = {}): Promise<GpuDecoder> {
-    const decoder = new GpuDecoder(gpu, options);
-    await decoder.decodePipeline(0, 0);
+    // Imported only when needed, so that this module has no Node imports of its own.
+    const loader = options.shaderLoader ?? (await import('./decode-shader-files.js')).fileShaderLoader;
+    const decoder = new GpuDecoder(gpu, options, loader);
+    await decoder.decodePipeline(FORMAT_BYTES, decoder.chunksPerWorkgroup === 'auto' ? MAX_CHUNKS_PER_GROUP : decoder.chunksPerWorkgroup);
     return decoder;
   }
 
-  /** The kernel path in use (it can fall back to `portable` after a call, see the module comment). */
+  /** The kernel path in use (it can fall back to a slower one after a call, see the module comment). */
   get kernel(): DecodeKernel {
     return this.kernelInUse;
   }
 
-  /** The decode pipeline for an output format and value kind (decode-plan.ts FORMAT_* / VALUES_*). */
-  decodePipeline(format: number, values: number): Promise<GPUComputePipeline> {
+  /** The decode pipeline for an output format (decode-plan.ts FORMAT_*) and chunks per workgroup, with this decoder's kernel. */
+  decodePipeline(format: number, chunksPerGroup: number): Promise<GPUComputePipeline> {
     const kernel = this.kernelInUse;
-    const key = `decode/${kernel}/${format}/${values}`;
-    let pipeline = this.pipelines.get(key);
-    if (!pipeline) {
-      const code = preprocessWgsl(this.loader('decode'), kernelFlags(kernel, this.table), this.loader);
-      const fixedSize = this.gpu.subgroupMinSize === this.gpu.subgroupMaxSize ? this.gpu.subgroupMinSize : 0;
-      pipeline = createPipeline(this.gpu.device, 'decode.wgsl', code, 'decode', {
-        OUTPUT_FORMAT: format, VALUE_KIND: values, CHUNKS_PER_GROUP: this.chunksPerWorkgroup,
-        SUBGROUP_SIZE: kernel === 'wide' ? fixedSize : 0,
-      });
-      pipeline.catch(() => this.pipelines.delete(key));
-      this.pipelines.set(key, pipeline);
+    let code = this.sources.get(kernel);
+    if (code === undefined) {
+      code = preprocessWgsl(this.loader('decode'), kernelFlags(kernel, this.table), this.loader);
+      this.sources.set(kernel, code);
     }
-    return pipeline;
+    const fixedSize = this.gpu.subgroupMinSize === this.gpu.subgroupMaxSize ? this.gpu.subgroupMinSize : 0;
+    return cachedPipeline(this.gpu.device, 'decode.wgsl', code, 'decode', {
+      OUTPUT_FORMAT: format, CHUNKS_PER_GROUP: chunksPerGroup, SUBGROUP_SIZE: kernel === 'wide' ? fixedSize : 0,
+    });
   }
 
   /** The plane-merge pipeline for a source kind / width and output kind (decode-plan.ts MERGE_*). */
   mergePipeline(sourceKind: number, sourceWidth: number, outputKind: number): Promise<GPUComputePipeline> {
-    const key = `merge/${sourceKind}/${sourceWidth}/${outputKind}`;
-    let pipeline = this.pipelines.get(key);
-    if (!pipeline) {
-      const code = preprocessWgsl(this.loader('decode-merge'), {}, this.loader);
-      pipeline = createPipeline(this.gpu.device, 'decode-merge.wgsl', code, 'merge', {
-        SOURCE_KIND: sourceKind, SOURCE_WIDTH: sourceWidth, OUTPUT_KIND: outputKind,
-      });
-      pipeline.catch(() => this.pipelines.delete(key));
-      this.pipelines.set(key, pipeline);
-    }
-    return pipeline;
+    const code = preprocessWgsl(this.loader('decode-merge'), {}, this.loader);
+    return cachedPipeline(this.gpu.device, 'decode-merge.wgsl', code, 'merge', {
+      SOURCE_KIND: sourceKind, SOURCE_WIDTH: sourceWidth, OUTPUT_KIND: outputKind,
+    });
   }
 
-  /** The scratch buffer, at least `size` bytes (grown when needed). */
+  /**
+   * The scratch buffer, at least `size` bytes. A larger one replaces it when needed; the old one is not
+   * destroyed, since a prepared job may still use it (it goes when that job is collected).
+   */
   scratchBuffer(size: number): GPUBuffer {
     if (!this.scratch || this.scratch.size < size) {
-      this.scratch?.destroy();
       this.scratch = this.gpu.device.createBuffer({ label: 'eqz decode scratch', size: Math.max(4, size), usage: GPUBufferUsage.STORAGE });
     }
     return this.scratch;
@@ -207,9 +235,12 @@ export class GpuDecoder {
     }
   }
 
-  /** Switches to the portable kernel for good (the adapter's subgroups did not suit the faster one). */
+  /**
+   * Switches for good to the next slower kernel (wide → narrow → portable; narrow only with subgroups): the
+   * adapter's subgroups did not suit the current one.
+   */
   fallBack(): void {
-    this.kernelInUse = 'portable';
+    this.kernelInUse = this.kernelInUse === 'wide' && this.gpu.subgroupMinSize > 0 && 32 % this.gpu.subgroupMinSize === 0 ? 'narrow' : 'portable';
   }
 
   /** Copies `byteLength` bytes at `offset` of `buffer` back to the host. */
@@ -336,7 +367,7 @@ export class GpuDecodeJob {
     for (const round of this.rounds) {
       for (const bound of round.decodes) {
         const { dispatch } = bound;
-        bound.pipeline = await this.decoder.decodePipeline(dispatch.format, dispatch.values);
+        bound.pipeline = await this.decoder.decodePipeline(dispatch.format, dispatch.chunksPerGroup);
         const output = dispatch.arena < 0 ? this.scratch! : this.arenas[dispatch.arena]!;
         bound.bindGroup = this.device.createBindGroup({
           layout: bound.pipeline.getBindGroupLayout(0),
@@ -393,6 +424,7 @@ export class GpuDecodeJob {
       this.device.queue.submit([encoder.finish()]);
       const status = await this.readStatus();
       if (status[1] !== 0 && this.decoder.kernel !== 'portable') {
+        // The kernel found the subgroups unsuitable and wrote nothing: run again with the next kernel.
         this.decoder.fallBack();
         await this.resolvePipelines();
         continue;

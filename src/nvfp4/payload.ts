@@ -83,26 +83,36 @@ function describeBlock(index: number, cols: number): string {
   return `block scale ${index} (row ${Math.floor(index / perRow)}, block ${index % perRow})`;
 }
 
+/** Names to give in errors about each of the three tensors (e.g. the compressed-tensors names). */
+export interface Nvfp4TensorNames {
+  packed?: string;
+  blockScales?: string;
+  globalScale?: string;
+}
+
 /**
  * Checks the three tensors of one NVFP4 layer: sizes against [rows, cols] (Malformed), the global scale
- * (an f32 value, finite, positive, in [2^-32, 2^32]) and the block scales (no E4M3 NaN) (InvalidValue).
+ * (an f32 value, finite, positive, in [2^-32, 2^32]) and the block scales (no E4M3 NaN) (InvalidValue). Errors
+ * name the tensor concerned from `names`.
  */
-export function checkNvfp4Tensor(tensor: Nvfp4Tensor, context: PayloadContext = {}): void {
+export function checkNvfp4Tensor(tensor: Nvfp4Tensor, names: Nvfp4TensorNames = {}): void {
   const { packed, blockScales, globalScale, rows, cols } = tensor;
-  const numel = checkShape(rows, cols, context);
+  const numel = checkShape(rows, cols, { tensor: names.packed });
   if (packed.length !== numel / 2) {
-    throw new EqzError('Malformed', `packed codes hold ${packed.length} bytes, [${rows}, ${cols}] needs ${numel / 2}`, { tensor: context.tensor });
+    throw new EqzError('Malformed', `packed codes hold ${packed.length} bytes, [${rows}, ${cols}] needs ${numel / 2}`, { tensor: names.packed });
   }
   if (blockScales.length !== numel / NVFP4_BLOCK) {
-    throw new EqzError('Malformed', `${blockScales.length} block scales, [${rows}, ${cols}] needs ${numel / NVFP4_BLOCK}`, { tensor: context.tensor });
+    throw new EqzError('Malformed', `${blockScales.length} block scales, [${rows}, ${cols}] needs ${numel / NVFP4_BLOCK}`, { tensor: names.blockScales });
   }
   const problem = globalScaleProblem(globalScale);
-  if (problem) throw new EqzError('InvalidValue', problem, { tensor: context.tensor });
+  if (problem) throw new EqzError('InvalidValue', problem, { tensor: names.globalScale });
   if (Math.fround(globalScale) !== globalScale) {
-    throw new EqzError('InvalidValue', `global_scale ${globalScale} is not an f32 value`, { tensor: context.tensor });
+    throw new EqzError('InvalidValue', `global_scale ${globalScale} is not an f32 value`, { tensor: names.globalScale });
   }
   const nan = firstNaNScale(blockScales);
-  if (nan >= 0) throw new EqzError('InvalidValue', `${describeBlock(nan, cols)} is the E4M3 NaN code 0x${blockScales[nan]!.toString(16)}`, { tensor: context.tensor });
+  if (nan >= 0) {
+    throw new EqzError('InvalidValue', `${describeBlock(nan, cols)} is the E4M3 NaN code 0x${blockScales[nan]!.toString(16)}`, { tensor: names.blockScales });
+  }
 }
 
 /** The code stream of `tensor` with the given packing. */

@@ -17,7 +17,7 @@ import { NVFP4_BLOCK, unpackCodes } from './e2m1.js';
 import { absMax, absmaxGlobalScale, quantizeAbsmaxNvfp4, type Nvfp4Quantized, type SourceDtype } from './absmax.js';
 import { dequantizeNvfp4F32, encodeNvfp4Payload, type CodePacking } from './payload.js';
 import { DEFAULT_REFERENCE_LAMBDA, quantizeReferenceNvfp4 } from './reference.js';
-import { COUNT_ENTRIES, Nvfp4SearchSession } from './search.js';
+import { Nvfp4SearchSession } from './search.js';
 
 /** NVFP4 scale optimizers. */
 export type Nvfp4Optimizer = 'absmax' | 'reference' | 'rd-search';
@@ -76,17 +76,6 @@ function checkShape(weights: Float32Array, rows: number, cols: number, name?: st
   }
 }
 
-/** The code (16) and scale (127) histogram of a quantized tensor, the layout rd-search passes use. */
-function histogramOf(quantized: Nvfp4Quantized): Float64Array {
-  const counts = new Float64Array(COUNT_ENTRIES);
-  for (const byte of quantized.packed) {
-    counts[byte & 15]!++;
-    counts[byte >> 4]!++;
-  }
-  for (const scale of quantized.blockScales) if (scale < 127) counts[16 + scale]!++;
-  return counts;
-}
-
 /** Order-0 entropy of codes + scales, bits per parameter. */
 function entropyOf(quantized: Nvfp4Quantized): number {
   const codeCounts = new Float64Array(16);
@@ -137,7 +126,7 @@ export async function quantizeNvfp4(weights: Float32Array, rows: number, cols: n
     case 'rd-search': {
       const session = await Nvfp4SearchSession.open(weights, rows, cols, options.gpu ?? null);
       try {
-        const { packed, blockScales, globalScale } = await searchWithSession(session, weights, rows, cols, options);
+        const { packed, blockScales, globalScale } = await searchWithSession(session, weights, options);
         quantized = { packed, blockScales, globalScale };
       } finally {
         session.release();
@@ -150,18 +139,106 @@ export async function quantizeNvfp4(weights: Float32Array, rows: number, cols: n
   return describeNvfp4(weights, rows, cols, quantized);
 }
 
-/**
- * rd-search on an open session (λ searches reuse the upload): the global scale given or by the absmax rule,
- * the first pass's tables from absmax NVFP4 at that global scale.
- */
+/** rd-search on an open session (λ searches reuse the upload): the global scale given or by the absmax rule. */
 export async function searchWithSession(
-  session: Nvfp4SearchSession, weights: Float32Array, rows: number, cols: number, options: Omit<QuantizeNvfp4Options, 'optimizer'>,
+  session: Nvfp4SearchSession, weights: Float32Array, options: Omit<QuantizeNvfp4Options, 'optimizer'>,
 ): Promise<Nvfp4Quantized & { samplePasses: number; fullPasses: number }> {
   const globalScale = options.globalScale ?? absmaxGlobalScale(absMax(weights), options.sourceDtype ?? 'F32');
-  const start = quantizeAbsmaxNvfp4(weights, rows, cols, { globalScale, sourceDtype: options.sourceDtype, positiveZero: true });
-  const outcome = await session.run({
-    globalScale, lambda: options.lambda ?? DEFAULT_NVFP4_SEARCH_LAMBDA, rdo: options.rdo, passes: options.passes,
-    initialCounts: histogramOf(start),
-  });
+  const outcome = await session.run({ globalScale, lambda: options.lambda ?? DEFAULT_NVFP4_SEARCH_LAMBDA, rdo: options.rdo, passes: options.passes });
   return { packed: outcome.packed, blockScales: outcome.blockScales, globalScale, samplePasses: outcome.samplePasses, fullPasses: outcome.fullPasses };
+}
+
+/** rd-search λ values a rate curve is measured at: 2^-12 … 2^0 in steps of ×2 (≈ 4.2 down to below 2 bits/param). */
+export const NVFP4_RATE_CURVE_LAMBDAS: readonly number[] = Array.from({ length: 13 }, (_, i) => 2 ** (i - 12));
+/** Rate curves of taller tensors are measured on this many evenly spaced rows. */
+const CURVE_SAMPLE_ROWS = 1024;
+
+/**
+ * rd-search's stored bits for the tensor at each λ of `lambdas` (default {@link NVFP4_RATE_CURVE_LAMBDAS}), in
+ * the shape quant/lambda.ts's `lambdaForTotalBits` takes to choose one λ for a whole model. Tensors of more
+ * than 1024 rows are measured on 1024 evenly spaced rows and their payload size scaled to all rows. The global
+ * scale is the given one, else the whole tensor's absmax rule. Requires `await initCodec()`.
+ */
+export async function measureNvfp4RateCurve(
+  weights: Float32Array, rows: number, cols: number, options: Omit<QuantizeNvfp4Options, 'optimizer' | 'lambda'>,
+  lambdas: readonly number[] = NVFP4_RATE_CURVE_LAMBDAS,
+): Promise<{ params: number; lambdas: number[]; bits: number[] }> {
+  checkShape(weights, rows, cols, options.name);
+  checkFinite(weights, options.name);
+  const globalScale = options.globalScale ?? absmaxGlobalScale(absMax(weights), options.sourceDtype ?? 'F32');
+  const sampleRows = Math.min(rows, CURVE_SAMPLE_ROWS);
+  let sample = weights;
+  if (sampleRows < rows) {
+    sample = new Float32Array(sampleRows * cols);
+    for (let i = 0; i < sampleRows; i++) {
+      const r = Math.floor((i * rows) / sampleRows);
+      sample.set(weights.subarray(r * cols, (r + 1) * cols), i * cols);
+    }
+  }
+  const session = await Nvfp4SearchSession.open(sample, sampleRows, cols, options.gpu ?? null);
+  try {
+    const bits: number[] = [];
+    for (const lambda of lambdas) {
+      const quantized = await searchWithSession(session, sample, { ...options, globalScale, lambda });
+      const payload = encodeNvfp4Payload({ ...quantized, rows: sampleRows, cols });
+      bits.push((8 * payload.length * rows) / sampleRows);
+    }
+    return { params: rows * cols, lambdas: [...lambdas], bits };
+  } finally {
+    session.release();
+  }
+}
+
+/** Stop the per-tensor λ search when the stored rate is this close to the target (bits/param). */
+const BITS_TOLERANCE = 0.01;
+/** Most λ trials per tensor (bracketing by ×4, then geometric bisection). */
+const MAX_LAMBDA_TRIALS = 24;
+
+/**
+ * rd-search with λ chosen so the tensor's stored bits/param come within 0.01 of `targetBits` (the closest
+ * trial when none gets that close; rates are discrete). Bits fall as λ grows: bracket by factors of 4 from
+ * 0.02, then bisect geometrically; the tensor stays on the device across trials. Requires `await initCodec()`.
+ */
+export async function findNvfp4LambdaForBits(
+  weights: Float32Array, rows: number, cols: number, targetBits: number, options: Omit<QuantizeNvfp4Options, 'optimizer' | 'lambda'>,
+): Promise<{ lambda: number; result: Nvfp4Result; trials: number }> {
+  if (!(targetBits > 0)) throw new EqzError('InvalidValue', `the target rate must be positive, got ${targetBits}`, { tensor: options.name });
+  checkShape(weights, rows, cols, options.name);
+  checkFinite(weights, options.name);
+  const session = await Nvfp4SearchSession.open(weights, rows, cols, options.gpu ?? null);
+  try {
+    let trials = 0;
+    let best: { lambda: number; result: Nvfp4Result } | undefined;
+    const bitsAt = async (lambda: number) => {
+      const quantized = await searchWithSession(session, weights, { ...options, lambda });
+      const result = describeNvfp4(weights, rows, cols, { packed: quantized.packed, blockScales: quantized.blockScales, globalScale: quantized.globalScale });
+      trials++;
+      if (!best || Math.abs(result.bitsPerParam - targetBits) < Math.abs(best.result.bitsPerParam - targetBits)) best = { lambda, result };
+      return result.bitsPerParam;
+    };
+    let low = 0.02;
+    let high = 0.02;
+    let bits = await bitsAt(low);
+    if (bits > targetBits) {
+      while (bits > targetBits && trials < MAX_LAMBDA_TRIALS) {
+        low = high;
+        high *= 4;
+        bits = await bitsAt(high);
+      }
+    } else {
+      while (bits < targetBits && trials < MAX_LAMBDA_TRIALS && low > 1e-9) {
+        high = low;
+        low /= 4;
+        bits = await bitsAt(low);
+      }
+    }
+    while (Math.abs(best!.result.bitsPerParam - targetBits) > BITS_TOLERANCE && trials < MAX_LAMBDA_TRIALS) {
+      const middle = Math.sqrt(low * high);
+      if ((await bitsAt(middle)) > targetBits) low = middle;
+      else high = middle;
+    }
+    return { ...best!, trials };
+  } finally {
+    session.release();
+  }
 }

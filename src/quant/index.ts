@@ -17,7 +17,7 @@ import { EqzError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
 import { gridOf, roundScale, type QuantFormat, type ScaleDtype } from './grid.js';
 import { quantizeReference } from './reference.js';
-import { DEFAULT_REFINEMENTS, SearchSession, scalesOf } from './search.js';
+import { DEFAULT_REFINEMENTS, SearchSession, scalesOf, type SearchSettings } from './search.js';
 import { MAX_ROW_LENGTH } from './search-kernel.js';
 import { SEARCH_PRESETS } from './presets.js';
 import { describeCast, describeQuantized, type QuantizedTensor } from './result.js';
@@ -34,6 +34,7 @@ export type Optimizer = 'reference' | 'rd-search' | 'absmax';
 /** The optimizer used when none is named. */
 export const DEFAULT_OPTIMIZER: Optimizer = 'rd-search';
 
+/** How {@link quantizeTensor} quantizes one tensor. */
 export interface QuantizeOptions {
   /** Code grid; `auto` (rd-search only) tries both and keeps the one of lower rate–distortion cost. */
   format: QuantFormat | 'auto';
@@ -55,12 +56,15 @@ export interface QuantizeOptions {
   rdo?: boolean;
   /** `rd-search`: weight of this tensor's distortion when one λ serves a whole model (default 1). */
   importance?: number;
-  /** Where to compute: a WebGPU context, or null for the CPU path. */
+  /**
+   * Where to compute: a WebGPU context, or null for the CPU path. On a software adapter, work the CPU path does
+   * faster (rows shorter than 1024 for rd-search, tensors under 2^20 weights for the reference) runs there —
+   * rd-search's results are the same either way.
+   */
   gpu?: GpuContext | null;
   /** Tensor name, for error messages. */
   name?: string;
 }
-
 
 /** rd-search's λ when none is given: its 4-bit preset. */
 export const DEFAULT_SEARCH_LAMBDA = SEARCH_PRESETS[4];
@@ -74,6 +78,19 @@ export function checkFinite(weights: Float32Array, name?: string): void {
   }
 }
 
+/** Rows shorter than this search faster on the CPU than on a software adapter (barrier-bound workgroups). */
+const SOFTWARE_MIN_ROW = 1024;
+/** Tensors smaller than this evaluate the reference's loss faster on the CPU than on a software adapter. */
+const SOFTWARE_MIN_REFERENCE = 2 ** 20;
+
+/** The device to compute on: `gpu`, unless it is a software adapter and the CPU path is faster for this work. */
+function deviceFor(gpu: GpuContext | null | undefined, rows: number, cols: number, optimizer: Optimizer): GpuContext | null {
+  if (!gpu) return null;
+  if (!gpu.software) return gpu;
+  const cpuFaster = optimizer === 'reference' ? rows * cols < SOFTWARE_MIN_REFERENCE : cols < SOFTWARE_MIN_ROW;
+  return cpuFaster ? null : gpu;
+}
+
 function checkShape(weights: Float32Array, rows: number, cols: number, name?: string): void {
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1 || weights.length !== rows * cols) {
     throw new EqzError('Malformed', `a [${rows}, ${cols}] matrix needs ${rows * cols} weights, got ${weights.length}`, { tensor: name });
@@ -84,7 +101,7 @@ function checkShape(weights: Float32Array, rows: number, cols: number, name?: st
 }
 
 /** rd-search's settings from the options. */
-function searchSettings(options: QuantizeOptions, format: QuantFormat) {
+function searchSettings(options: QuantizeOptions, format: QuantFormat): SearchSettings {
   return {
     format,
     scaleDtype: options.scaleDtype,
@@ -101,8 +118,9 @@ function searchCost(result: QuantizedTensor, lambda: number): number {
 }
 
 /**
- * Quantizes a row-major [rows, cols] f32 matrix (one scale per row). Throws EqzError('InvalidValue') naming
- * `options.name` for NaN/Inf weights. A row of zeros gets scale 1 and all codes 0.
+ * Quantizes a row-major [rows, cols] f32 matrix (one scale per row) on `options.gpu`, or on the CPU when it
+ * is null or absent (rd-search gives the same codes and scales on both). Throws EqzError('InvalidValue')
+ * naming `options.name` for NaN/Inf weights. A row of zeros gets scale 1 and all codes 0.
  */
 export async function quantizeTensor(weights: Float32Array, rows: number, cols: number, options: QuantizeOptions): Promise<QuantizedTensor> {
   checkShape(weights, rows, cols, options.name);
@@ -110,9 +128,9 @@ export async function quantizeTensor(weights: Float32Array, rows: number, cols: 
   if (options.optimizer !== 'rd-search') {
     if (options.format === 'auto') throw new EqzError('InvalidValue', `the ${options.optimizer} optimizer needs an explicit format`, { tensor: options.name });
     if (options.optimizer === 'absmax') return quantizeAbsmax(weights, rows, cols, options.format, options.scaleDtype);
-    return quantizeReference(weights, rows, cols, { ...options, format: options.format });
+    return quantizeReference(weights, rows, cols, { ...options, format: options.format, gpu: deviceFor(options.gpu, rows, cols, 'reference') });
   }
-  const session = await SearchSession.open(weights, rows, cols, options.gpu ?? null);
+  const session = await SearchSession.open(weights, rows, cols, deviceFor(options.gpu, rows, cols, 'rd-search'));
   try {
     return await searchWithSession(session, weights, options);
   } finally {

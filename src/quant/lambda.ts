@@ -112,8 +112,8 @@ export interface RateCurve {
   bits: number[];
 }
 
-/** rd-search λ values a rate curve is measured at: 2^-16 … 2^0 in steps of ×2 (≈ 8 down to below 1 bit/param). */
-export const RATE_CURVE_LAMBDAS: readonly number[] = Array.from({ length: 17 }, (_, i) => 2 ** (i - 16));
+/** rd-search λ values a rate curve is measured at: 2^-13 … 2^-1 in steps of ×2 (about 7 down to 1 bit/param). */
+export const RATE_CURVE_LAMBDAS: readonly number[] = Array.from({ length: 13 }, (_, i) => 2 ** (i - 13));
 /** Rate curves of taller tensors are measured on this many evenly spaced rows. */
 const CURVE_SAMPLE_ROWS = 1024;
 

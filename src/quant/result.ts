@@ -5,6 +5,7 @@
 import { castCode, codeValue, type QuantFormat, type ScaleDtype } from './grid.js';
 import { bitsPerParam, histogram } from './rate.js';
 
+/** A quantized tensor: what an encoding-2/3 payload stores, with its rate and errors. */
 export interface QuantizedTensor {
   format: QuantFormat;
   /** rows × cols code bytes: E4M3 bytes or int8 two's complement. */
