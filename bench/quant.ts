@@ -14,8 +14,8 @@
  * squared error add up) read at 2.5…4 bits beside the default.
  * Throughput: params/s of each optimizer on the adapter in use (printed), and with --full the issue's shapes.
  *
- * The reference optimizer runs its L-BFGS to convergence (≤ 500 iterations) everywhere; on a software adapter it
- * evaluates on the CPU path (faster there for its many small evaluations).
+ * The reference optimizer runs its L-BFGS to convergence (≤ 500 iterations) everywhere. On a software adapter
+ * small work runs on the CPU path (quantizeTensor's choice: faster there, and rd-search's results are identical).
  *
  * Options: --full (issue 7's synthetic shapes 4096×4096 and 4096×14336 instead of 256×4096 and 128×14336 — rows
  * are independent draws, so fewer rows measure the same distribution — and the throughput shapes up to
@@ -201,11 +201,14 @@ async function referenceAtBits(set: DataSet, base: QuantizeOptions, bits: number
   return { ...best!, seconds };
 }
 
+/** λ grid of the rate curves: the part of RATE_CURVE_LAMBDAS that spans 2 to 4 bits/param (about 1.5 … 5.5). */
+const CURVE_LAMBDAS = Array.from({ length: 9 }, (_, i) => 2 ** (i - 10));
+
 /** The default with one λ for the set, chosen from rate curves to hit each of `targets`. */
 async function defaultAtBits(set: DataSet, base: QuantizeOptions, targets: number[]): Promise<Point[]> {
   const [curves, curveSeconds] = await timed(async () => {
     const list: RateCurve[] = [];
-    for (const tensor of set.tensors) list.push(await measureRateCurve(tensor.weights, tensor.rows, tensor.cols, base));
+    for (const tensor of set.tensors) list.push(await measureRateCurve(tensor.weights, tensor.rows, tensor.cols, base, CURVE_LAMBDAS));
     return list;
   });
   const points: Point[] = [];
@@ -297,13 +300,19 @@ async function dataSets(full: boolean, only: string | undefined): Promise<DataSe
   return sets.filter((set) => set.tensors.length > 0 && (only === undefined || set.name.includes(only)));
 }
 
-/** Median seconds of `repeats` runs of `work` after one warm-up run. */
-async function medianSeconds(work: () => Promise<unknown>, repeats: number): Promise<number> {
-  await work();
+/** Median seconds of `repeats` runs of `work`, after warm-up runs for at least `warmUp` seconds (clocks ramp up). */
+async function medianSeconds(work: () => Promise<unknown>, repeats: number, warmUp: number): Promise<number> {
+  const start = performance.now();
+  do await work(); while (performance.now() - start < warmUp * 1000);
   const seconds: number[] = [];
   for (let i = 0; i < repeats; i++) seconds.push((await timed(work))[1]);
   seconds.sort((a, b) => a - b);
   return seconds[Math.floor(repeats / 2)]!;
+}
+
+/** A rate in params/s, as G or M. */
+function rate(perSecond: number): string {
+  return perSecond >= 1e9 ? `${(perSecond / 1e9).toFixed(2)} G` : `${(perSecond / 1e6).toFixed(2)} M`;
 }
 
 /** Issue 7's reference figures (PyTorch, H100, λ 14.5, bf16) in params/s, for the shapes it names. */
@@ -311,7 +320,7 @@ const REFERENCE_TORCH: Record<string, number> = { '4096×4096': 149e6, '4096×14
 
 async function throughput(gpu: GpuContext | null, full: boolean): Promise<void> {
   console.log(`\n## Throughput (${gpu ? gpu.description : 'CPU, TypeScript path'})\n`);
-  console.log('Scale optimization only (tensor resident on the device; codes not read back); median of 5 runs after a warm-up.\n');
+  console.log('Scale optimization only (tensor resident on the device; codes not read back); median of 5 runs after warming up.\n');
   console.log('| optimizer | shape | params/s | PyTorch reference on an H100 (issue 7) |');
   console.log('|---|---|---|---|');
   const shapes: [number, number][] = full ? [[4096, 4096], [4096, 14336], [8192, 28672]] : gpu ? [[1024, 4096]] : [[256, 4096]];
@@ -323,10 +332,10 @@ async function throughput(gpu: GpuContext | null, full: boolean): Promise<void> 
     for (const format of ['int8', 'fp8-e4m3'] as QuantFormat[]) {
       const session = await SearchSession.open(tiled, rows, cols, gpu);
       const settings = { format, scaleDtype: 'BF16' as const, lambda: SEARCH_PRESETS[3], rdo: true, refinements: 1, importance: 1 };
-      const seconds = await medianSeconds(() => session.run(settings, false), 5);
+      const seconds = await medianSeconds(() => session.run(settings, false), 5, gpu && !gpu.software ? 2 : 0);
       session.release();
       const torch = REFERENCE_TORCH[shape];
-      console.log(`| rd-search ${format} | ${shape} | ${(rows * cols / seconds / 1e9).toFixed(3)} G | ${torch ? `${(torch / 1e6).toFixed(0)} M (×${(rows * cols / seconds / torch).toFixed(1)})` : ''} |`);
+      console.log(`| rd-search ${format} | ${shape} | ${rate(rows * cols / seconds)} | ${torch ? `${rate(torch)} (ours ×${(rows * cols / seconds / torch).toFixed(1)})` : ''} |`);
     }
     const referenceRows = full ? rows : Math.min(rows, 256);
     const sample = tiled.subarray(0, referenceRows * cols);
@@ -334,7 +343,7 @@ async function throughput(gpu: GpuContext | null, full: boolean): Promise<void> 
     const [, seconds] = await timed(() => quantizeTensor(sample, referenceRows, cols, {
       format: 'fp8-e4m3', optimizer: 'reference', lambda: 14.5, scaleDtype: 'BF16', gpu, maxIterations: iterations,
     }));
-    console.log(`| reference (${iterations} L-BFGS iterations, per iteration) | ${referenceRows}×${cols} | ${(referenceRows * cols * iterations / seconds / 1e6).toFixed(1)} M | |`);
+    console.log(`| reference, ${iterations} L-BFGS iterations (params × iterations / s) | ${referenceRows}×${cols} | ${rate(referenceRows * cols * iterations / seconds)} | |`);
   }
 }
 
@@ -347,13 +356,12 @@ async function main(): Promise<void> {
   const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
   const rateDistortion = !argv.includes('--throughput-only');
   const gpu = device === 'cpu' && !process.env.EQZ_SOFTWARE_ADAPTER ? null : await acquireGpu(device === 'cpu' ? 'cpu' : device);
-  console.log(`# bench:quant — rd-search on ${gpu ? gpu.description : 'the CPU (TypeScript path)'}, reference on ${gpu && !gpu.software ? gpu.description : 'the CPU'}${full ? ', full shapes' : ''}`);
+  console.log(`# bench:quant — ${gpu ? gpu.description : 'CPU (TypeScript path)'}${full ? ', full shapes' : ''}`);
   console.log('\nBits count everything stored (payload header, BF16 scales, coded stream); "entropy + scales" is issue 7\'s');
   console.log('count (order-0 entropy of the codes + 16 bits per scale). rel L1/L2 over the whole set.');
   const results: Record<string, Point[]> = {};
   for (const set of rateDistortion ? await dataSets(full, only) : []) {
-    // The reference's many small dispatches make the software adapter slower than the CPU path for it.
-    const referenceBase: QuantizeOptions = { format: 'fp8-e4m3', optimizer: 'reference', scaleDtype: 'BF16', gpu: gpu?.software ? null : gpu };
+    const referenceBase: QuantizeOptions = { format: 'fp8-e4m3', optimizer: 'reference', scaleDtype: 'BF16', gpu };
     const searchBase: QuantizeOptions = { format: 'int8', optimizer: 'rd-search', scaleDtype: 'BF16', gpu };
     const points = await anchors(set);
     for (const { lambda, lr } of Object.values(REFERENCE_PRESETS).reverse()) {

@@ -1,4 +1,11 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { EqzReader } from '../src/container/reader.js';
+import { bufferSource } from '../src/container/sources.js';
+import { EqzError } from '../src/errors.js';
+import type { Manifest } from '../scripts/make-vectors.js';
 import { initCodec, parseRansLayout, parseStreamHeader } from '../src/codec/index.js';
 import { acquireGpu, type GpuContext, type SoftwareAdapter } from '../src/gpu/device.js';
 import { GpuDecoder, type GpuDecodeRequest } from '../src/gpu/decode.js';
@@ -22,6 +29,20 @@ function withU32(payload: Uint8Array, offset: number, value: number): Uint8Array
 }
 
 const ADAPTERS: SoftwareAdapter[] = ['gles', 'swiftshader'];
+
+const vectorsDir = new URL('../spec/vectors/', import.meta.url).pathname;
+const manifest = JSON.parse(await readFile(join(vectorsDir, 'manifest.json'), 'utf8')) as Manifest;
+
+/** The GPU decode requests of a vector file's tensors (nvfp4 excepted: the GPU decoder leaves it to the CPU). */
+async function vectorRequests(file: string): Promise<GpuDecodeRequest[]> {
+  const reader = await EqzReader.open(bufferSource(await readFile(join(vectorsDir, file))));
+  const requests: GpuDecodeRequest[] = [];
+  for (const entry of reader.tensors) {
+    if (entry.encoding === 'nvfp4') continue;
+    requests.push({ entry, payload: await reader.readPayload(entry), payloadOffset: reader.payloadOffset(entry) });
+  }
+  return requests;
+}
 
 describe.each(ADAPTERS)('GPU decode on the %s software adapter', (adapter) => {
   let gpu: GpuContext;
@@ -83,6 +104,32 @@ describe.each(ADAPTERS)('GPU decode on the %s software adapter', (adapter) => {
     job.destroyInputs();
     job.destroyOutputs();
     await expectMatchesCpu(small, requests);
+  });
+
+  it('decodes every conformance vector to its listed sha256', async () => {
+    for (const vector of manifest.valid) {
+      const requests = await vectorRequests(vector.file);
+      const tensors = await decoder.decodeToBuffers(requests);
+      for (const [i, request] of requests.entries()) {
+        const hash = createHash('sha256').update(await decoder.readBack(tensors[i]!)).digest('hex');
+        expect(hash, `${vector.file} ${request.entry.name}`).toBe(vector.tensors.find((t) => t.name === request.entry.name)!.sha256);
+      }
+    }
+  });
+
+  it('rejects the invalid conformance vectors whose payloads are bad with their error class', async () => {
+    let checked = 0;
+    for (const vector of manifest.invalid) {
+      // Container-level faults (header, table, checksums) are the reader's; only payload faults reach the GPU.
+      const requests = await vectorRequests(vector.file).catch(() => undefined);
+      if (!requests) continue;
+      const error = await decoder.decodeToBuffers(requests).then(() => undefined, (e: unknown) => e);
+      if (vector.file.includes('nvfp4')) continue;
+      expect(error, vector.file).toBeInstanceOf(EqzError);
+      expect((error as EqzError).code, vector.file).toBe(vector.error);
+      checked++;
+    }
+    expect(checked).toBeGreaterThanOrEqual(9);
   });
 
   it('reports corrupt chunks as CorruptStream naming the tensor and chunk', async () => {

@@ -7,7 +7,7 @@ import { codeValue, indexAtOrBelow, roundScale, scaleOfIndex } from '../src/quan
 import { dequantize, quantizeTensor, type QuantizeOptions, type QuantizedTensor } from '../src/quant/index.js';
 import { findLambdaForBits } from '../src/quant/lambda.js';
 import { bitsPerParam, histogram } from '../src/quant/rate.js';
-import { SearchSession } from '../src/quant/search.js';
+import { DEFAULT_REFINEMENTS, SearchSession, type SearchSettings } from '../src/quant/search.js';
 import { SeededRandom, syntheticWeights } from '../src/tensor/synthetic.js';
 
 // src/gpu/device.ts does not keep Dawn's GPU instance reachable, so a garbage collection destroys it under the
@@ -41,11 +41,25 @@ function awkwardMatrix(cols: number): { weights: Float32Array; rows: number } {
   return { weights, rows };
 }
 
-function expectSame(gpu: QuantizedTensor, cpu: QuantizedTensor): void {
-  expect(gpu.format).toBe(cpu.format);
-  expect(Array.from(gpu.scales)).toEqual(Array.from(cpu.scales));
-  expect(Buffer.from(gpu.codes).equals(Buffer.from(cpu.codes))).toBe(true);
-  expect(gpu.bitsPerParam).toBe(cpu.bitsPerParam);
+/** rd-search's settings as quantizeTensor fills them in. */
+function settingsOf(options: Partial<QuantizeOptions>): SearchSettings {
+  return {
+    format: options.format === 'fp8-e4m3' ? 'fp8-e4m3' : 'int8', scaleDtype: options.scaleDtype ?? 'BF16',
+    lambda: options.lambda ?? 0.01, rdo: options.rdo ?? true, refinements: DEFAULT_REFINEMENTS, importance: 1,
+  };
+}
+
+/** Runs the search on `gpu` (split by `bindingLimit` when given) and on the CPU and expects identical results. */
+async function expectSameOnBoth(
+  weights: Float32Array, rows: number, cols: number, settings: SearchSettings, gpu: GpuContext, bindingLimit?: number,
+): Promise<void> {
+  const device = await SearchSession.open(weights, rows, cols, gpu, bindingLimit);
+  const onDevice = await device.run(settings, true);
+  device.release();
+  const onCpu = await (await SearchSession.open(weights, rows, cols, null)).run(settings, true);
+  expect(Array.from(onDevice.indices)).toEqual(Array.from(onCpu.indices));
+  expect(Buffer.from(onDevice.codes!).equals(Buffer.from(onCpu.codes!))).toBe(true);
+  expect(Array.from(onDevice.counts)).toEqual(Array.from(onCpu.counts));
 }
 
 for (const adapter of ['gles', 'swiftshader'] as SoftwareAdapter[]) {
@@ -61,28 +75,14 @@ for (const adapter of ['gles', 'swiftshader'] as SoftwareAdapter[]) {
         { format: 'int8', lambda: 0.003 }, { format: 'int8', lambda: 0.2, rdo: false },
         { format: 'fp8-e4m3', lambda: 0 }, { format: 'fp8-e4m3', lambda: 0.03 }, { format: 'fp8-e4m3', lambda: 0.5, scaleDtype: 'F16' },
       ];
-      for (const setting of settings) {
-        const options = { ...base, ...setting };
-        expectSame(await quantizeTensor(weights, rows, 333, { ...options, gpu }), await quantizeTensor(weights, rows, 333, options));
-      }
+      for (const setting of settings) await expectSameOnBoth(weights, rows, 333, settingsOf(setting), gpu);
     });
 
     it('agrees on a single-column matrix and across row chunks split by the binding limit', async () => {
       const column = syntheticWeights(50, 1, { seed: 8 });
-      for (const format of ['int8', 'fp8-e4m3'] as const) {
-        const options = { ...base, format, lambda: 0.01 };
-        expectSame(await quantizeTensor(column, 50, 1, { ...options, gpu }), await quantizeTensor(column, 50, 1, options));
-      }
-      const rows = 40;
-      const cols = 130;
-      const weights = syntheticWeights(rows, cols, { seed: 12 });
-      const settings = { format: 'fp8-e4m3' as const, scaleDtype: 'BF16' as const, lambda: 0.02, rdo: true, refinements: 2, importance: 1 };
-      const whole = await (await SearchSession.open(weights, rows, cols, null)).run(settings, true);
-      const split = await SearchSession.open(weights, rows, cols, gpu, 7 * cols * 4);
-      const chunked = await split.run(settings, true);
-      split.release();
-      expect(Array.from(chunked.indices)).toEqual(Array.from(whole.indices));
-      expect(Buffer.from(chunked.codes!).equals(Buffer.from(whole.codes!))).toBe(true);
+      for (const format of ['int8', 'fp8-e4m3'] as const) await expectSameOnBoth(column, 50, 1, settingsOf({ format }), gpu);
+      const weights = syntheticWeights(40, 130, { seed: 12 });
+      await expectSameOnBoth(weights, 40, 130, settingsOf({ format: 'fp8-e4m3', lambda: 0.02 }), gpu, 7 * 130 * 4);
     });
 
     it('names the tensor when a weight is NaN or infinite', async () => {

@@ -314,7 +314,7 @@ fn chunkBallot(me: Lane, flag: bool) -> u32 {
 }
 
 /** `value` of lane `source` of this chunk. */
-fn chunkShuffle2(me: Lane, value: vec2<u32>, source: u32) -> vec2<u32> {
+fn chunkShuffle(me: Lane, value: u32, source: u32) -> u32 {
   return subgroupShuffle(value, select(me.laneBase + source, source, SUBGROUP_SIZE == LANES));
 }
 
@@ -358,8 +358,8 @@ fn publish(me: Lane, value: vec2<u32>) -> u32 {
   return base;
 }
 
-fn chunkShuffle2(me: Lane, value: vec2<u32>, source: u32) -> vec2<u32> {
-  return exchange[publish(me, value) + source];
+fn chunkShuffle(me: Lane, value: u32, source: u32) -> u32 {
+  return exchange[publish(me, vec2<u32>(value, 0u)) + source].x;
 }
 
 fn chunkShuffleXor(me: Lane, value: u32, mask: u32) -> u32 {
@@ -451,11 +451,14 @@ fn decodeRow(decoder: ptr<function, Decoder>, me: Lane, stream: Stream, live: bo
   var x = advanceState((*decoder).x, entry);
   let needsWord = live && x < STATE_LOW;
   let flags = chunkBallot(me, needsWord);
-  // Within the window: next < 32 and at most 31 lower lanes take a word first.
+  // This lane's word is window word `position` (< 64: next < 32, at most 31 lower lanes take one first), held
+  // by lane position % 32. Words below 32 are taken from lanes ≥ next, words from 32 on from lanes < next, so
+  // each lane offers one of its two words and one shuffle serves all.
   let position = (*decoder).next + countOneBits(flags & me.lowerLanes);
-  let words = chunkShuffle2(me, vec2<u32>((*decoder).low, (*decoder).high), position % LANES);
+  let offered = select((*decoder).low, (*decoder).high, me.lane < (*decoder).next);
+  let word = chunkShuffle(me, offered, position % LANES);
   if (needsWord) {
-    x = (x << 16u) | select(words.x, words.y, position >= LANES);
+    x = (x << 16u) | word;
   }
   if (live) {
     (*decoder).x = x;

@@ -84,7 +84,7 @@ const SOFTWARE_MIN_ROW = 1024;
 const SOFTWARE_MIN_REFERENCE = 2 ** 20;
 
 /** The device to compute on: `gpu`, unless it is a software adapter and the CPU path is faster for this work. */
-function deviceFor(gpu: GpuContext | null | undefined, rows: number, cols: number, optimizer: Optimizer): GpuContext | null {
+export function deviceFor(gpu: GpuContext | null | undefined, rows: number, cols: number, optimizer: Optimizer): GpuContext | null {
   if (!gpu) return null;
   if (!gpu.software) return gpu;
   const cpuFaster = optimizer === 'reference' ? rows * cols < SOFTWARE_MIN_REFERENCE : cols < SOFTWARE_MIN_ROW;

@@ -12,7 +12,7 @@ import { EqzError } from '../errors.js';
 import type { QuantFormat } from './grid.js';
 import { REFERENCE_PRESETS, SEARCH_PRESETS } from './presets.js';
 import { payloadBytes } from './rate.js';
-import { quantizeTensor, searchWithSession, type QuantizeOptions } from './index.js';
+import { deviceFor, quantizeTensor, searchWithSession, type QuantizeOptions } from './index.js';
 import type { QuantizedTensor } from './result.js';
 import { DEFAULT_REFINEMENTS, SearchSession } from './search.js';
 
@@ -48,7 +48,7 @@ export async function findLambdaForBits(
   if (options.optimizer === 'reference') {
     return bisectLambda(targetBits, startingLambda(options), (lambda) => quantizeTensor(weights, rows, cols, { ...options, lambda }));
   }
-  const session = await SearchSession.open(weights, rows, cols, options.gpu ?? null);
+  const session = await SearchSession.open(weights, rows, cols, deviceFor(options.gpu, rows, cols, 'rd-search'));
   try {
     const formats: QuantFormat[] = options.format === 'auto' ? ['int8', 'fp8-e4m3'] : [options.format];
     let best: LambdaSearchResult | undefined;
@@ -135,7 +135,7 @@ export async function measureRateCurve(
       sample.set(weights.subarray(r * cols, (r + 1) * cols), i * cols);
     }
   }
-  const session = await SearchSession.open(sample, sampleRows, cols, options.gpu ?? null);
+  const session = await SearchSession.open(sample, sampleRows, cols, deviceFor(options.gpu, sampleRows, cols, 'rd-search'));
   try {
     const bits: number[] = [];
     const formats: QuantFormat[] = options.format === 'auto' ? ['int8', 'fp8-e4m3'] : [options.format];
