@@ -12,8 +12,12 @@
  * wall time over back-to-back runs (submit to onSubmittedWorkDone). GB/s counts decoded output bytes.
  * Prints one table; writes $OUT/bench-gpu.json when $OUT is set. EQZ_BENCH_GIB scales the large case.
  */
-import { writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EqzReader } from '../src/container/reader.js';
+import { bufferSource } from '../src/container/sources.js';
 import { decodeStream, entropyBitsPerSymbol, initCodec, parseRansLayout, parseStreamHeader } from '../src/codec/index.js';
 import type { TensorEntry } from '../src/container/table.js';
 import { acquireGpu, type GpuContext, type SoftwareAdapter } from '../src/gpu/device.js';
@@ -226,10 +230,35 @@ function describe(decoder: GpuDecoder): string {
   return `${decoder.kernel}/${decoder.table}/${decoder.chunksPerWorkgroup}`;
 }
 
-/** Every decode path against the CPU, and a corrupt chunk caught: on hardware this is the fast kernel's only check. */
+/** The valid conformance vectors' tensors (nvfp4 excepted) decoded on the GPU: names of those whose sha256 differs. */
+async function vectorMismatches(decoder: GpuDecoder): Promise<string[]> {
+  const directory = fileURLToPath(new URL('../../spec/vectors/', import.meta.url));
+  const manifest = JSON.parse(readFileSync(join(directory, 'manifest.json'), 'utf8')) as {
+    valid: { file: string; tensors: { name: string; sha256: string }[] }[];
+  };
+  const wrong: string[] = [];
+  for (const vector of manifest.valid) {
+    const reader = await EqzReader.open(bufferSource(readFileSync(join(directory, vector.file))));
+    const entries = reader.tensors.filter((entry) => entry.encoding !== 'nvfp4');
+    const requests = await Promise.all(entries.map(async (entry) => ({ entry, payload: await reader.readPayload(entry) })));
+    const tensors = await decoder.decodeToBuffers(requests);
+    for (const [i, entry] of entries.entries()) {
+      const hash = createHash('sha256').update(await decoder.readBack(tensors[i]!)).digest('hex');
+      if (hash !== vector.tensors.find((t) => t.name === entry.name)?.sha256) wrong.push(`${vector.file}:${entry.name}`);
+    }
+  }
+  return wrong;
+}
+
+/**
+ * Every decode path against the CPU, the conformance vectors, and a corrupt chunk caught: on hardware this is
+ * the fast kernel's only check.
+ */
 async function selfCheck(decoder: GpuDecoder): Promise<string> {
   const mismatches = await compareWithCpu(decoder, selfCheckRequests());
   if (mismatches.length) return `FAIL ${JSON.stringify(mismatches)}`;
+  const vectors = await vectorMismatches(decoder);
+  if (vectors.length) return `FAIL conformance vectors ${vectors.join(', ')}`;
   const request = quantizedRequest('corrupt', 'fp8-e4m3', 'BF16', [8, 4096], sampleCodes(32_768, samplerFor(3), 5), 'source', { chunkLog2: 12 });
   const stream = request.payload.subarray(8 + 32);
   const layout = parseRansLayout(stream, parseStreamHeader(stream));
@@ -257,7 +286,7 @@ function formatRow(row: Row): string {
   const cells = [
     row.adapter.padEnd(10), row.case.padEnd(24), `${(row.params / 1e6).toFixed(0)}M`.padStart(6), String(row.chunks).padStart(6),
     row.entropyBits.toFixed(3).padStart(6), row.storedBits.toFixed(3).padStart(7), `${row.overheadPercent.toFixed(2)}%`.padStart(7),
-    row.output.padEnd(6), (row.gpuMs ?? NaN).toFixed(3).padStart(9), row.wallMs.toFixed(3).padStart(9),
+    row.output.padEnd(6), (row.gpuMs === null ? '-' : row.gpuMs.toFixed(3)).padStart(9), row.wallMs.toFixed(3).padStart(9),
     row.outputGBps.toPrecision(4).padStart(8), row.symbolsGps.toPrecision(4).padStart(8), row.decoder,
   ];
   return cells.join(' ');
@@ -276,12 +305,16 @@ async function main(): Promise<void> {
   await initCodec();
   const rows: Row[] = [];
   const notes: string[] = [];
-  const gib = Number(process.env.EQZ_BENCH_GIB ?? 1);
+  // EQZ_BENCH_SCALE shrinks every hardware case (rows) and EQZ_BENCH_DEVICE=cpu runs them on the software
+  // adapter: a quick check of this script itself on a machine without a GPU.
+  const scale = Number(process.env.EQZ_BENCH_SCALE ?? 1);
+  const gib = Number(process.env.EQZ_BENCH_GIB ?? 1) * scale;
+  const scaled = (rows: number): number => Math.max(1, Math.round(rows * scale));
   const samplers = new Map([2, 3, 4].map((bits) => [bits, samplerFor(bits)]));
 
   let hardware: GpuContext | null = null;
   try {
-    hardware = await acquireGpu('gpu');
+    hardware = await acquireGpu(process.env.EQZ_BENCH_DEVICE === 'cpu' ? 'cpu' : 'gpu');
   } catch (error) {
     notes.push(`no hardware adapter: ${(error as Error).message}`);
   }
@@ -298,7 +331,7 @@ async function main(): Promise<void> {
     }
 
     // 1 GiB of codes: 8 tensors of 128 Mi parameters (16384 × 8192) per entropy level.
-    const bigRows = Math.round((gib * GIB) / 8 / 8192);
+    const bigRows = Math.max(1, Math.round((gib * GIB) / 8 / 8192));
     const big = new Map<number, Tensor[]>();
     for (const bits of [2, 3, 4]) {
       big.set(bits, Array.from({ length: 8 }, (_, i) => fp8Tensor(`layer${i}`, bigRows, 8192, samplers.get(bits)!, 100 * bits + i)));
@@ -318,13 +351,13 @@ async function main(): Promise<void> {
       }
     }
     big.clear();
-    const single = [fp8Tensor('w', 4096, 4096, samplers.get(3)!, 7)];
+    const single = [fp8Tensor('w', scaled(4096), 4096, samplers.get(3)!, 7)];
     for (const options of [{ table: 'storage' }, { chunksPerWorkgroup: 8 }] as GpuDecoderOptions[]) {
       const variant = await GpuDecoder.create(gpu, options);
       rows.push(...await measure(gpu, variant, 'hw-variant', '4096x4096 3-bit', single, 'codes', 3, REPEATS, notes));
     }
     for (const output of ['codes', 'BF16'] as const) rows.push(...await measure(gpu, decoder, 'hardware', '4096x4096 3-bit', single, output, 3, REPEATS, notes));
-    const block = BLOCK_SHAPES.map(([name, r, c], i) => fp8Tensor(name, r, c, samplers.get(3)!, 50 + i));
+    const block = BLOCK_SHAPES.map(([name, r, c], i) => fp8Tensor(name, scaled(r), c, samplers.get(3)!, 50 + i));
     for (const output of ['codes', 'BF16'] as const) rows.push(...await measure(gpu, decoder, 'hardware', 'block (Llama-3-8B) 3-bit', block, output, 3, REPEATS, notes));
   }
 

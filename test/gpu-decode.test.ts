@@ -186,7 +186,9 @@ describe('GPU decode fallback', () => {
 });
 
 describe('GPU decode planning', () => {
-  const limits = (maxBindingBytes: number): PlanLimits => ({ maxBindingBytes, maxBufferBytes: 2 ** 30, scratchBytes: maxBindingBytes, chunksPerGroup: 8 });
+  const limits = (maxBindingBytes: number): PlanLimits => ({
+    maxBindingBytes, maxBufferBytes: 2 ** 30, scratchBytes: maxBindingBytes, chunksPerGroup: 8, maxChunksPerGroup: 8,
+  });
   const noRaw = (): Uint8Array => new Uint8Array(0);
 
   it('keeps every dispatch binding within the limit and every chunk exactly once', () => {
@@ -211,7 +213,8 @@ describe('GPU decode planning', () => {
   });
 
   it('spreads few chunks one per workgroup and shares workgroups when chunks abound', () => {
-    expect([1, 64, 1023, 1024, 2048, 4096, 100_000].map(autoChunksPerGroup)).toEqual([1, 1, 1, 2, 4, 8, 8]);
+    expect([1, 64, 1023, 1024, 2048, 4096, 100_000].map((chunks) => autoChunksPerGroup(chunks))).toEqual([1, 1, 1, 2, 4, 8, 8]);
+    expect(autoChunksPerGroup(100_000, 4)).toBe(4);
   });
 
   it('refuses a chunk that cannot fit a binding', () => {

@@ -14,6 +14,8 @@ import { encodeModel } from '../convert/encode.js';
 import { decodeModel } from '../convert/decode.js';
 import { losslessEncoder } from '../convert/encoders.js';
 import { quantizingEncoder } from '../convert/quantize.js';
+import { exportCompressedTensors } from '../convert/export.js';
+import { isNvfp4Checkpoint, NVFP4_SOURCE_FORMAT, nvfp4Combinations } from '../convert/import.js';
 import type { TensorEncoder } from '../convert/encode.js';
 import { Progress, formatSeconds } from './progress.js';
 import { VERSION } from '../version.js';
@@ -43,12 +45,20 @@ interface ConvertArgs {
   protectOutliers: boolean;
   device: 'auto' | 'gpu' | 'cpu';
   dtype?: string;
+  template?: string;
   force: boolean;
   alignment: number;
 }
 
 async function decodeCommand(argv: ConvertArgs, out: Output): Promise<number> {
   if (isEqz(argv.output)) throw new Error('both input and output are .eqz files: convert goes from safetensors/folder to .eqz or back');
+  if (argv.template && argv.dtype !== 'nvfp4') throw new Error('--template goes with --dtype nvfp4');
+  if (argv.dtype === 'fp8' || argv.dtype === 'nvfp4') {
+    const started = performance.now();
+    await exportCompressedTensors(argv.input, argv.output, { format: argv.dtype, template: argv.template, overwrite: argv.force });
+    out.log(`wrote ${argv.output}: compressed-tensors ${argv.dtype === 'fp8' ? 'FP8 per-channel (float-quantized)' : 'NVFP4 (nvfp4-pack-quantized)'} checkpoint in ${formatSeconds((performance.now() - started) / 1000)}`);
+    return 0;
+  }
   let progress: Progress | undefined;
   const result = await decodeModel(argv.input, argv.output, {
     dtype: argv.dtype?.toUpperCase() as 'F32' | 'F16' | 'BF16' | undefined,
@@ -95,6 +105,8 @@ async function convert(argv: ConvertArgs, out: Output): Promise<number> {
   let progress: Progress | undefined;
   const summary = await encodeModel(argv.input, argv.output, {
     encodeTensor,
+    // NVFP4 checkpoints keep their quantization: each module is stored losslessly as one nvfp4 tensor.
+    combine: (model) => (isNvfp4Checkpoint(model) ? { tensors: nvfp4Combinations(model), sourceFormat: NVFP4_SOURCE_FORMAT } : undefined),
     alignment: argv.alignment,
     producer: `eqz ${VERSION}`,
     metadata: argv.lossless ? undefined : new Map([
@@ -115,9 +127,11 @@ async function convert(argv: ConvertArgs, out: Output): Promise<number> {
   if (quantized.length > 0) {
     const params = quantized.reduce((sum, t) => sum + numElements(t.shape), 0);
     const stored = quantized.reduce((sum, t) => sum + t.storedBytes, 0);
-    const meanRelL2 = quantized.reduce((sum, t) => sum + Number(t.stats?.relL2 ?? 0) * numElements(t.shape), 0) / params;
-    out.log(`quantized ${quantized.length} tensors (${params} params): ${((stored * 8) / params).toFixed(3)} bits/param, `
-      + `params-weighted mean rel L2 ${meanRelL2.toFixed(4)}; ${summary.tensors.length - quantized.length} tensors lossless`);
+    const measured = quantized.filter((t) => t.stats?.relL2 !== undefined);
+    const measuredParams = measured.reduce((sum, t) => sum + numElements(t.shape), 0);
+    const meanRelL2 = measured.reduce((sum, t) => sum + Number(t.stats!.relL2) * numElements(t.shape), 0) / Math.max(1, measuredParams);
+    out.log(`quantized ${quantized.length} tensors (${params} params): ${((stored * 8) / params).toFixed(3)} bits/param`
+      + (measured.length ? `, params-weighted mean rel L2 ${meanRelL2.toFixed(4)}` : '') + `; ${summary.tensors.length - quantized.length} tensors lossless`);
   }
   out.log(`wrote ${argv.output}: ${summary.tensors.length} tensors, ${summary.params} params, ${mb(summary.sourceBytes)} → ${mb(summary.fileBytes)} `
     + `(ratio ${(summary.fileBytes / Math.max(1, summary.sourceBytes)).toFixed(4)}, ${bits.toFixed(3)} bits/param in all) in ${formatSeconds(summary.seconds)}`);
@@ -268,7 +282,8 @@ export async function main(args: string[], out: Output = { log: console.log, err
       .option('exclude', { type: 'string', array: true, describe: 'never quantize tensors matching these globs' })
       .option('protect-outliers', { type: 'boolean', default: true, describe: 'store layers holding super weights (extreme outliers) with plain absmax FP8; --no-protect-outliers turns this off' })
       .option('device', { choices: ['auto', 'gpu', 'cpu'] as const, default: 'auto' as const, describe: 'WebGPU adapter for quantization: gpu = hardware, cpu = software adapter (Mesa or SwiftShader), auto = gpu if present' })
-      .option('dtype', { choices: ['f32', 'f16', 'bf16'], describe: 'from .eqz: output dtype of floating-point tensors (default: each tensor\'s source dtype; quantized tensors are dequantized to it)' })
+      .option('dtype', { choices: ['f32', 'f16', 'bf16', 'fp8', 'nvfp4'], describe: 'from .eqz: output dtype of floating-point tensors (default: each tensor\'s source dtype; quantized tensors are dequantized to it). fp8 / nvfp4 write a compressed-tensors checkpoint (vLLM) with the quantized tensors as stored' })
+      .option('template', { type: 'string', describe: 'with --dtype nvfp4: an NVFP4 compressed-tensors folder whose files, sharding and other tensors are copied, its quantized modules replaced' })
       .option('alignment', { type: 'number', default: 256, describe: 'to .eqz: payload alignment in bytes (power of two, 8..65536)' })
       .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'replace an existing output' }),
     run(convert as never))

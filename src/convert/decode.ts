@@ -9,6 +9,8 @@ import { DTYPE_SIZE, META, ValueType } from '../container/format.js';
 import { decodeTensor, outputDtypeOf, type DecodeOptions } from '../decode/tensor.js';
 import { writeModel, type ModelFileLayout } from '../io/model-folder.js';
 import { EqzError } from '../errors.js';
+import { decodeNvfp4Payload, nvfp4ModuleTensors } from '../nvfp4/index.js';
+import { NVFP4_SOURCE_FORMAT, nvfp4Parts } from './import.js';
 
 export interface DecodeModelOptions extends DecodeOptions {
   overwrite?: boolean;
@@ -16,7 +18,7 @@ export interface DecodeModelOptions extends DecodeOptions {
 }
 
 /** The shard layout recorded at encode time, or one file holding every tensor in table order. */
-export function sourceLayout(metadata: Metadata, tensors: readonly TensorEntry[]): ModelFileLayout[] {
+export function sourceLayout(metadata: Metadata, tensors: readonly TensorEntry[], otherNames: Iterable<string> = []): ModelFileLayout[] {
   const recorded = getString(metadata, META.sourceFiles);
   if (recorded !== undefined) {
     let layout: unknown;
@@ -25,7 +27,7 @@ export function sourceLayout(metadata: Metadata, tensors: readonly TensorEntry[]
     } catch {
       throw new EqzError('Malformed', `metadata ${META.sourceFiles} is not valid JSON`);
     }
-    const names = new Set(tensors.map((t) => t.name));
+    const names = new Set([...tensors.map((t) => t.name), ...otherNames]);
     const valid = Array.isArray(layout) && layout.every((file) =>
       typeof file?.name === 'string' && Array.isArray(file.tensors) && file.tensors.every((n: unknown) => typeof n === 'string' && names.has(n)));
     if (!valid) throw new EqzError('Malformed', `metadata ${META.sourceFiles} does not describe this file's tensors`);
@@ -74,23 +76,60 @@ export async function decodeModel(input: string, output: string, options: Decode
   const started = performance.now();
   const reader = await EqzReader.open(await fileSource(input));
   try {
-    const layout = sourceLayout(reader.metadata, reader.tensors);
+    const files = embeddedFiles(reader.metadata);
+    // Imported NVFP4 checkpoints: each nvfp4 tensor stands for its module's three compressed-tensors tensors.
+    const parts = new Map<string, { owner: TensorEntry; index: number }>();
+    const imported = getString(reader.metadata, META.sourceFormat) === NVFP4_SOURCE_FORMAT;
+    if (imported) {
+      for (const entry of reader.tensors.filter((t) => t.encoding === 'nvfp4')) {
+        nvfp4Parts(entry.name, entry.shape[0]!, entry.shape[1]!).forEach((part, index) => parts.set(part.name, { owner: entry, index }));
+      }
+    }
+    let layout = sourceLayout(reader.metadata, reader.tensors, parts.keys());
+    if (imported) {
+      if (options.dtype) {
+        // Dequantizing: the module's weight takes the place of its parts, and config.json loses quantization_config.
+        layout = layout.map((file) => ({ ...file, tensors: [...new Set(file.tensors.map((name) => parts.get(name)?.owner.name ?? name))] }));
+        parts.clear();
+        const config = files.get('config.json');
+        if (config) {
+          const { quantization_config: _dropped, ...plain } = JSON.parse(new TextDecoder().decode(config)) as Record<string, unknown>;
+          files.set('config.json', new TextEncoder().encode(`${JSON.stringify(plain, null, 2)}\n`));
+        }
+      }
+    }
     let done = 0;
     let bytes = 0;
-    const outputs = reader.tensors.map((t) => ({ name: t.name, dtype: outputDtypeOf(t, options), shape: t.shape }));
-    const files = embeddedFiles(reader.metadata);
-    if (outputs.some((t, i) => t.dtype !== reader.tensors[i]!.dtype)) {
+    const outputs = layout.flatMap((file) => file.tensors).map((name) => {
+      const part = parts.get(name);
+      if (part) return nvfp4Parts(part.owner.name, part.owner.shape[0]!, part.owner.shape[1]!)[part.index]!;
+      const entry = reader.tensor(name)!;
+      return { name, dtype: outputDtypeOf(entry, options), shape: entry.shape };
+    });
+    if (outputs.some((t) => { const entry = reader.tensor(t.name); return entry !== undefined && t.dtype !== entry.dtype; })) {
       updateIndexTotals(files, outputs.reduce((sum, t) => sum + numElements(t.shape) * DTYPE_SIZE[t.dtype], 0));
     }
+    let module: { owner: string; tensors: Uint8Array[] } | undefined;
     await writeModel(
       output,
       layout,
       files,
       outputs,
       async (name) => {
-        const decoded = await decodeTensor(reader, reader.tensor(name)!, options);
+        const part = parts.get(name);
+        let decoded: Uint8Array;
+        if (part) {
+          if (module?.owner !== part.owner.name) {
+            const payload = await reader.readPayload(part.owner);
+            const tensor = decodeNvfp4Payload(payload, part.owner.shape[0]!, part.owner.shape[1]!, { tensor: part.owner.name, payloadOffset: reader.payloadOffset(part.owner) });
+            module = { owner: part.owner.name, tensors: nvfp4ModuleTensors(part.owner.name.replace(/\.weight$/, ''), tensor).map((t) => t.bytes) };
+          }
+          decoded = module.tensors[part.index]!;
+        } else {
+          decoded = await decodeTensor(reader, reader.tensor(name)!, options);
+        }
         bytes += decoded.length;
-        options.onProgress?.(++done, reader.tensors.length, bytes);
+        options.onProgress?.(++done, outputs.length, bytes);
         return decoded;
       },
       { overwrite: options.overwrite },

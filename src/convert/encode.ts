@@ -5,7 +5,7 @@ import { stat } from 'node:fs/promises';
 import { EqzWriter } from '../container/writer.js';
 import { META, type Dtype, type Encoding } from '../container/format.js';
 import { metaBytes, metaString, numElements, type Metadata } from '../container/table.js';
-import { openModel, type ModelTensor } from '../io/model-folder.js';
+import { openModel, type ModelSource, type ModelTensor } from '../io/model-folder.js';
 import { EqzError } from '../errors.js';
 
 /** How one tensor is to be stored. */
@@ -29,8 +29,25 @@ export interface EncodeProgress {
   paramsTotal: number;
 }
 
+/**
+ * Several source tensors stored as one .eqz tensor (e.g. an NVFP4 module's weight_packed, weight_scale and
+ * weight_global_scale as one `nvfp4` tensor), written where the first of `parts` stood.
+ */
+export interface CombinedTensor {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  parts: ModelTensor[];
+  encode(parts: Uint8Array[]): Promise<EncodedTensor>;
+}
+
 export interface EncodeModelOptions {
   encodeTensor: TensorEncoder;
+  /**
+   * Source tensors to store combined, given the opened model, and the `eqz.source.format` that then describes
+   * the source (default: none).
+   */
+  combine?: (model: ModelSource) => { tensors: CombinedTensor[]; sourceFormat: string } | undefined;
   alignment?: number;
   /** Extra metadata (quantization method and parameters). */
   metadata?: Metadata;
@@ -68,28 +85,37 @@ export async function encodeModel(input: string, output: string, options: Encode
       sourceBytesTotal: model.tensors.reduce((sum, t) => sum + t.byteLength, 0), storedBytes: 0, paramsDone: 0,
       paramsTotal: model.tensors.reduce((sum, t) => sum + numElements(t.shape), 0),
     };
+    const combination = options.combine?.(model);
+    const combined = combination?.tensors ?? [];
+    const combinedAt = new Map(combined.map((c) => [c.parts[0]!.name, c]));
+    const absorbed = new Set(combined.flatMap((c) => c.parts.slice(1).map((p) => p.name)));
     for (const tensor of model.tensors) {
-      const bytes = await model.readTensor(tensor);
+      if (absorbed.has(tensor.name)) continue;
+      const together = combinedAt.get(tensor.name);
+      const target = together ?? tensor;
+      const parts = together?.parts ?? [tensor];
       let encoded: EncodedTensor;
       try {
-        encoded = await options.encodeTensor(tensor, bytes);
+        const bytes = await Promise.all(parts.map((part) => model.readTensor(part)));
+        encoded = together ? await together.encode(bytes) : await options.encodeTensor(tensor, bytes[0]!);
       } catch (error) {
-        throw error instanceof EqzError ? error.locate({ tensor: tensor.name, file: tensor.file }) : error;
+        throw error instanceof EqzError ? error.locate({ tensor: target.name, file: tensor.file }) : error;
       }
-      const entry = await writer.addTensor({ name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, encoding: encoded.encoding, payload: encoded.payload });
+      const sourceBytes = parts.reduce((sum, part) => sum + part.byteLength, 0);
+      const entry = await writer.addTensor({ name: target.name, dtype: target.dtype, shape: target.shape, encoding: encoded.encoding, payload: encoded.payload });
       summaries.push({
-        name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, encoding: encoded.encoding,
-        sourceBytes: tensor.byteLength, storedBytes: entry.size, stats: encoded.stats,
+        name: target.name, dtype: target.dtype, shape: target.shape, encoding: encoded.encoding,
+        sourceBytes, storedBytes: entry.size, stats: encoded.stats,
       });
-      progress.tensorsDone++;
-      progress.sourceBytesDone += tensor.byteLength;
+      progress.tensorsDone += parts.length;
+      progress.sourceBytesDone += sourceBytes;
       progress.storedBytes += entry.size;
-      progress.paramsDone += numElements(tensor.shape);
+      progress.paramsDone += parts.reduce((sum, part) => sum + numElements(part.shape), 0);
       options.onProgress?.(progress);
     }
     const metadata: Metadata = new Map([
       [META.producer, metaString(options.producer)],
-      [META.sourceFormat, metaString(model.format)],
+      [META.sourceFormat, metaString(combination?.sourceFormat ?? model.format)],
       [META.sourceFiles, metaString(JSON.stringify(model.files))],
     ]);
     for (const [path, contents] of model.smallFiles) metadata.set(META.filePrefix + path, metaBytes(contents));

@@ -17,7 +17,7 @@ import { checkExpectations } from '../codec/stream-decode.js';
 import {
   checkStoredBody, parseRansLayout, parseStreamHeader, STATE_BYTES, streamError, type RansLayout, type StreamHeader,
 } from '../codec/stream-format.js';
-import { f16BitsToF32 } from '../tensor/dtype.js';
+import { bf16BitsToF32, f16BitsToF32 } from '../tensor/dtype.js';
 
 /**
  * What a tensor decodes to on the GPU: `source` is the tensor's own dtype (for fp8-e4m3 / int8 the dtype it was
@@ -37,28 +37,28 @@ export interface GpuDecodeRequest {
   payloadOffset?: number;
 }
 
-/** Output formats and value kinds of decode.wgsl (its OUTPUT_FORMAT / VALUE_KIND overrides). */
+/** Output formats (decode.wgsl's OUTPUT_FORMAT override) and what codes mean (its per-stream STREAM_VALUES). */
 export const FORMAT_BYTES = 0;
-export const FORMAT_F32 = 1;
-export const FORMAT_BF16 = 2;
-export const FORMAT_F16 = 3;
-export const VALUES_SYMBOLS = 0;
-export const VALUES_E4M3 = 1;
-export const VALUES_INT8 = 2;
+const FORMAT_F32 = 1;
+const FORMAT_BF16 = 2;
+const FORMAT_F16 = 3;
+const VALUES_SYMBOLS = 0;
+const VALUES_E4M3 = 1;
+const VALUES_INT8 = 2;
 /** Stream modes of decode.wgsl. */
 export const MODE_RANS = 0;
-export const MODE_STORED = 1;
-export const MODE_CONSTANT = 2;
+const MODE_STORED = 1;
+const MODE_CONSTANT = 2;
 
 /** Source kinds and output kinds of decode-merge.wgsl. */
-export const MERGE_SOURCE_BF16 = 0;
-export const MERGE_SOURCE_F16 = 1;
-export const MERGE_SOURCE_F32 = 2;
-export const MERGE_SOURCE_OTHER = 3;
-export const MERGE_OUTPUT_SOURCE = 0;
-export const MERGE_OUTPUT_F32 = 1;
-export const MERGE_OUTPUT_BF16 = 2;
-export const MERGE_OUTPUT_F16 = 3;
+const MERGE_SOURCE_BF16 = 0;
+const MERGE_SOURCE_F16 = 1;
+const MERGE_SOURCE_F32 = 2;
+const MERGE_SOURCE_OTHER = 3;
+const MERGE_OUTPUT_SOURCE = 0;
+const MERGE_OUTPUT_F32 = 1;
+const MERGE_OUTPUT_BF16 = 2;
+const MERGE_OUTPUT_F16 = 3;
 
 // Layout of a dispatch's data buffer, in u32 (mirrors the constants at the top of decode.wgsl).
 const HEADER_WORDS = 8;
@@ -73,10 +73,10 @@ const GUARD_WORDS = 4;
  * Most symbols per pseudo-chunk of a stored or one-symbol stream; fewer (down to 128, which still fills whole
  * output words in any format) when small binding limits ask for it.
  */
-export const COPY_CHUNK_SYMBOLS = 1 << 16;
+const COPY_CHUNK_SYMBOLS = 1 << 16;
 const MIN_COPY_CHUNK_SYMBOLS = 128;
 /** Storage binding offsets must be multiples of this (WebGPU's minStorageBufferOffsetAlignment is at most 256). */
-export const BINDING_ALIGNMENT = 256;
+const BINDING_ALIGNMENT = 256;
 /** At most this many chunks share a workgroup (the kernel's MAX_CHUNKS_PER_GROUP). */
 export const MAX_CHUNKS_PER_GROUP = 8;
 
@@ -90,7 +90,7 @@ const alignUp = (value: number, to: number): number => Math.ceil(value / to) * t
 const alignDown = (value: number, to: number): number => Math.floor(value / to) * to;
 
 /** A parsed fp8-e4m3 / int8 payload (spec §"2 fp8-e4m3 and 3 int8"). */
-export interface QuantizedPayload {
+interface QuantizedPayload {
   rows: number;
   rowLength: number;
   /** The row scales, converted exactly to f32. */
@@ -104,7 +104,7 @@ export interface QuantizedPayload {
  * every scale finite, positive and within [2^-64, 2^64] (InvalidValue otherwise). The code stream follows at
  * `streamOffset`.
  */
-export function parseQuantizedPayload(entry: TensorEntry, payload: Uint8Array): QuantizedPayload {
+function parseQuantizedPayload(entry: TensorEntry, payload: Uint8Array): QuantizedPayload {
   const tensor = entry.name;
   if (entry.shape.length < 2) {
     throw new EqzError('Malformed', `${entry.encoding} needs rank ≥ 2, shape is [${entry.shape.join(', ')}]`, { tensor });
@@ -113,7 +113,7 @@ export function parseQuantizedPayload(entry: TensorEntry, payload: Uint8Array): 
     throw new EqzError('UnsupportedDtype', `${entry.encoding} tensors must have dtype F32, F16 or BF16, not ${entry.dtype}`, { tensor });
   }
   if (payload.length < ENTQUANT_HEADER_BYTES) {
-    throw new EqzError('Truncated', `payload of ${payload.length} bytes is shorter than its 8-byte header`, { tensor, offset: 0 });
+    throw new EqzError('Malformed', `payload of ${payload.length} bytes is shorter than its 8-byte header`, { tensor, offset: 0 });
   }
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const scaleDtype = SCALE_DTYPES[view.getUint32(0, true)];
@@ -124,14 +124,13 @@ export function parseQuantizedPayload(entry: TensorEntry, payload: Uint8Array): 
   const scaleBytes = DTYPE_SIZE[scaleDtype];
   const streamOffset = alignUp(ENTQUANT_HEADER_BYTES + rows * scaleBytes, 4);
   if (streamOffset > payload.length) {
-    throw new EqzError('Truncated', `payload of ${payload.length} bytes cannot hold ${rows} ${scaleDtype} scales`, { tensor, offset: ENTQUANT_HEADER_BYTES });
+    throw new EqzError('Malformed', `payload of ${payload.length} bytes cannot hold ${rows} ${scaleDtype} scales`, { tensor, offset: ENTQUANT_HEADER_BYTES });
   }
   const scales = new Float32Array(rows);
   for (let row = 0; row < rows; row++) {
     const at = ENTQUANT_HEADER_BYTES + row * scaleBytes;
     const scale = scaleDtype === 'F32' ? view.getFloat32(at, true)
-      : scaleDtype === 'F16' ? f16BitsToF32(view.getUint16(at, true))
-        : new Float32Array(new Uint32Array([view.getUint16(at, true) << 16]).buffer)[0]!;
+      : scaleDtype === 'F16' ? f16BitsToF32(view.getUint16(at, true)) : bf16BitsToF32(view.getUint16(at, true));
     if (!(scale >= MIN_SCALE && scale <= MAX_SCALE)) {
       throw new EqzError('InvalidValue', `scale of row ${row} is ${scale}, outside [2^-64, 2^64]`, { tensor, offset: at });
     }
@@ -262,6 +261,8 @@ export interface PlanLimits {
   scratchBytes: number;
   /** Chunks per workgroup (1..8), or `auto`: per dispatch, see {@link autoChunksPerGroup}. */
   chunksPerGroup: number | 'auto';
+  /** Most chunks a workgroup may hold on this device (its invocation limit / 32, at most 8). */
+  maxChunksPerGroup: number;
 }
 
 /** Workgroups a dispatch should have at least before chunks share workgroups (a large GPU has 100+ SMs). */
@@ -271,8 +272,8 @@ const TARGET_WORKGROUPS = 512;
  * Chunks per workgroup for a dispatch of `chunks` chunks: sharing a workgroup shares its decode table, but few
  * chunks (one tensor, a small block) decode fastest spread one per workgroup over as many processors as possible.
  */
-export function autoChunksPerGroup(chunks: number): number {
-  let perGroup = MAX_CHUNKS_PER_GROUP;
+export function autoChunksPerGroup(chunks: number, most = MAX_CHUNKS_PER_GROUP): number {
+  let perGroup = most;
   while (perGroup > 1 && chunks / perGroup < TARGET_WORKGROUPS) perGroup /= 2;
   return perGroup;
 }
@@ -411,7 +412,8 @@ class DispatchBuilder {
       if (last && last.stream === work.stream) last.chunks.push(work);
       else runs.push({ stream: work.stream, chunks: [work] });
     }
-    const perGroup = this.limits.chunksPerGroup === 'auto' ? autoChunksPerGroup(this.chunks.length) : this.limits.chunksPerGroup;
+    const perGroup = this.limits.chunksPerGroup === 'auto'
+      ? autoChunksPerGroup(this.chunks.length, this.limits.maxChunksPerGroup) : this.limits.chunksPerGroup;
     const groups: { firstChunk: number; count: number; stream: number }[] = [];
     let chunkIndex = 0;
     runs.forEach((run, streamIndex) => {
@@ -592,6 +594,8 @@ export function planDecode(requests: readonly GpuDecodeRequest[], limits: PlanLi
     try {
       const dtype = plannedDtype(request);
       const numel = numElements(entry.shape);
+      // The kernels index a tensor's elements with u32.
+      if (numel >= 2 ** 32) throw new EqzError('LimitExceeded', `${numel} elements: the GPU decoder takes tensors of fewer than 2^32`);
       const elementBytes = DTYPE_SIZE[dtype];
       switch (entry.encoding) {
         case 'raw': {

@@ -127,6 +127,7 @@ export class GpuDecoder {
   /** Where decode tables live while decoding. */
   readonly table: 'workgroup' | 'storage';
   readonly chunksPerWorkgroup: number | 'auto';
+  private readonly maxChunksPerWorkgroup: number;
   private readonly maxBindingBytes: number;
   private readonly maxBufferBytes: number;
   private readonly scratchLimit: number;
@@ -141,12 +142,11 @@ export class GpuDecoder {
     this.kernelInUse = options.kernel ?? defaultKernel(gpu);
     if (this.kernelInUse !== 'portable' && !gpu.subgroups) throw new Error(`the ${this.kernelInUse} kernel needs subgroups, which ${gpu.description} lacks`);
     this.table = options.table ?? 'workgroup';
-    const chunks = options.chunksPerWorkgroup ?? (gpu.software ? MAX_CHUNKS_PER_GROUP : 'auto');
-    if (limits.maxComputeInvocationsPerWorkgroup < MAX_CHUNKS_PER_GROUP * 32) {
-      throw new Error(`${gpu.description} allows ${limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup; the decoder needs ${MAX_CHUNKS_PER_GROUP * 32}`);
-    }
-    if (chunks !== 'auto' && !(Number.isInteger(chunks) && chunks >= 1 && chunks <= MAX_CHUNKS_PER_GROUP)) {
-      throw new RangeError(`chunksPerWorkgroup must be 'auto' or an integer in 1..${MAX_CHUNKS_PER_GROUP}`);
+    // A device opened with default limits (compatibility mode: 128 invocations) holds fewer chunks per workgroup.
+    this.maxChunksPerWorkgroup = Math.min(MAX_CHUNKS_PER_GROUP, Math.floor(limits.maxComputeInvocationsPerWorkgroup / 32));
+    const chunks = options.chunksPerWorkgroup ?? (gpu.software ? this.maxChunksPerWorkgroup : 'auto');
+    if (chunks !== 'auto' && !(Number.isInteger(chunks) && chunks >= 1 && chunks <= this.maxChunksPerWorkgroup)) {
+      throw new RangeError(`chunksPerWorkgroup must be 'auto' or an integer in 1..${this.maxChunksPerWorkgroup} on ${gpu.description}`);
     }
     this.chunksPerWorkgroup = chunks;
     this.maxBindingBytes = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize, options.maxBindingBytes ?? Infinity);
@@ -160,7 +160,8 @@ export class GpuDecoder {
     // Imported only when needed, so that this module has no Node imports of its own.
     const loader = options.shaderLoader ?? (await import('./decode-shader-files.js')).fileShaderLoader;
     const decoder = new GpuDecoder(gpu, options, loader);
-    await decoder.decodePipeline(FORMAT_BYTES, decoder.chunksPerWorkgroup === 'auto' ? MAX_CHUNKS_PER_GROUP : decoder.chunksPerWorkgroup);
+    const chunks = decoder.chunksPerWorkgroup;
+    await decoder.decodePipeline(FORMAT_BYTES, chunks === 'auto' ? decoder.maxChunksPerWorkgroup : chunks);
     return decoder;
   }
 
@@ -212,6 +213,7 @@ export class GpuDecoder {
       maxBufferBytes: this.maxBufferBytes,
       scratchBytes: this.scratchLimit,
       chunksPerGroup: this.chunksPerWorkgroup,
+      maxChunksPerGroup: this.maxChunksPerWorkgroup,
     }, decodeRaw);
     const job = new GpuDecodeJob(this, requests, plan);
     await job.resolvePipelines();
