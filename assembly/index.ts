@@ -27,3 +27,4 @@ export function frequencies(): usize {
   return FREQUENCIES;
 }
 export { xxh32Stripes } from './xxh32';
+export { eqz_decode_stream, EQZ_MALFORMED, EQZ_CORRUPT_STREAM, EQZ_LIMIT_EXCEEDED } from './abi';
