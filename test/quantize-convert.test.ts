@@ -46,7 +46,12 @@ describe('eqz convert --bits on stories260K', () => {
     expect(info.metadata['eqz.quant.method']).toBe('entquant');
 
     const back = join(dir, 's3-bf16');
-    expect((await eqz('convert', packed, '-o', back, '--dtype', 'bf16')).status).toBe(0);
+    expect((await eqz('convert', packed, '-o', back, '--dtype', 'bf16', '--device', 'wasm')).status).toBe(0);
+    // The WebGPU decoder (software adapter here) writes the same bytes as the WASM one.
+    const onGpu = join(dir, 's3-bf16-gpu');
+    const gpuRun = await eqz('convert', packed, '-o', onGpu, '--dtype', 'bf16', '--device', 'cpu');
+    expect(gpuRun.out).toContain('decoding on WebGPU');
+    expect(await readFile(join(onGpu, 'model.safetensors'))).toEqual(await readFile(join(back, 'model.safetensors')));
     const restored = await openModel(back);
     const reader = await EqzReader.open(await fileSource(packed));
     await initCodec();

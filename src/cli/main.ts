@@ -15,6 +15,7 @@ import { decodeModel } from '../convert/decode.js';
 import { losslessEncoder } from '../convert/encoders.js';
 import { quantizingEncoder } from '../convert/quantize.js';
 import { exportCompressedTensors } from '../convert/export.js';
+import { GpuDecoder } from '../gpu/decode.js';
 import { isNvfp4Checkpoint, NVFP4_SOURCE_FORMAT, nvfp4Combinations } from '../convert/import.js';
 import type { TensorEncoder } from '../convert/encode.js';
 import { Progress, formatSeconds } from './progress.js';
@@ -43,7 +44,7 @@ interface ConvertArgs {
   include?: string[];
   exclude?: string[];
   protectOutliers: boolean;
-  device: 'auto' | 'gpu' | 'cpu';
+  device: 'auto' | 'gpu' | 'cpu' | 'wasm';
   dtype?: string;
   template?: string;
   force: boolean;
@@ -60,9 +61,13 @@ async function decodeCommand(argv: ConvertArgs, out: Output): Promise<number> {
     return 0;
   }
   let progress: Progress | undefined;
+  const decoderDevice = argv.device === 'auto' ? await acquireGpu('gpu').catch(() => undefined) : argv.device === 'wasm' ? undefined : await acquireGpu(argv.device);
+  if (decoderDevice) out.log(`decoding on WebGPU: ${decoderDevice.description}`);
+  const gpu = decoderDevice ? await GpuDecoder.create(decoderDevice) : undefined;
   const result = await decodeModel(argv.input, argv.output, {
     dtype: argv.dtype?.toUpperCase() as 'F32' | 'F16' | 'BF16' | undefined,
     overwrite: argv.force,
+    gpu,
     onProgress: (done, total, bytes) => {
       progress ??= new Progress('decode', total, { unit: 'tensors/s' });
       progress.update(done, `${done}/${total} tensors, ${mb(bytes)}`);
@@ -79,6 +84,7 @@ async function encoderFor(argv: ConvertArgs, out: Output): Promise<TensorEncoder
   if (argv.lossless && quantizing) throw new Error('--lossless stores every tensor exactly: it cannot be combined with --bits or --lambda');
   if (!argv.lossless && !quantizing) throw new Error('choose how to store the weights: --lossless, --bits <average bits/param> or --lambda <trade-off>');
   if (argv.lossless) return losslessEncoder();
+  if (argv.device === 'wasm') throw new Error('quantization runs on WebGPU: --device auto, gpu or cpu');
   const gpu = await acquireGpu(argv.device);
   out.log(`WebGPU adapter: ${gpu.description}`);
   return quantizingEncoder(argv.input, {
@@ -281,7 +287,7 @@ export async function main(args: string[], out: Output = { log: console.log, err
       .option('include', { type: 'string', array: true, describe: 'quantize only tensors matching these globs (* any run of characters); default: 2-D *.weight tensors except embeddings, lm_head and norms' })
       .option('exclude', { type: 'string', array: true, describe: 'never quantize tensors matching these globs' })
       .option('protect-outliers', { type: 'boolean', default: true, describe: 'store layers holding super weights (extreme outliers) with plain absmax FP8; --no-protect-outliers turns this off' })
-      .option('device', { choices: ['auto', 'gpu', 'cpu'] as const, default: 'auto' as const, describe: 'WebGPU adapter for quantization: gpu = hardware, cpu = software adapter (Mesa or SwiftShader), auto = gpu if present' })
+      .option('device', { choices: ['auto', 'gpu', 'cpu', 'wasm'] as const, default: 'auto' as const, describe: 'where to compute. gpu = hardware WebGPU adapter; cpu = software WebGPU adapter (Mesa, or SwiftShader with EQZ_SOFTWARE_ADAPTER=swiftshader); wasm = no WebGPU (decoding only). auto: quantization uses gpu if present, else cpu; decoding uses gpu if present, else wasm' })
       .option('dtype', { choices: ['f32', 'f16', 'bf16', 'fp8', 'nvfp4'], describe: 'from .eqz: output dtype of floating-point tensors (default: each tensor\'s source dtype; quantized tensors are dequantized to it). fp8 / nvfp4 write a compressed-tensors checkpoint (vLLM) with the quantized tensors as stored' })
       .option('template', { type: 'string', describe: 'with --dtype nvfp4: an NVFP4 compressed-tensors folder whose files, sharding and other tensors are copied, its quantized modules replaced' })
       .option('alignment', { type: 'number', default: 256, describe: 'to .eqz: payload alignment in bytes (power of two, 8..65536)' })

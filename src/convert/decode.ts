@@ -9,11 +9,14 @@ import { DTYPE_SIZE, META, ValueType } from '../container/format.js';
 import { decodeTensor, outputDtypeOf, type DecodeOptions } from '../decode/tensor.js';
 import { writeModel, type ModelFileLayout } from '../io/model-folder.js';
 import { EqzError } from '../errors.js';
+import type { GpuDecoder } from '../gpu/decode.js';
 import { decodeNvfp4Payload, nvfp4ModuleTensors } from '../nvfp4/index.js';
 import { NVFP4_SOURCE_FORMAT, nvfp4Parts } from './import.js';
 
 export interface DecodeModelOptions extends DecodeOptions {
   overwrite?: boolean;
+  /** Decode the encodings it handles (planes, fp8-e4m3, int8) on this WebGPU decoder; the rest on the CPU. */
+  gpu?: GpuDecoder;
   onProgress?: (done: number, total: number, bytes: number) => void;
 }
 
@@ -72,6 +75,21 @@ function updateIndexTotals(files: Map<string, Uint8Array>, totalBytes: number): 
   }
 }
 
+const GPU_ENCODINGS = ['planes', 'fp8-e4m3', 'int8'];
+
+/** One tensor through the WebGPU decoder, read back (bit-identical to the CPU decoder: the tests check). */
+async function decodeOnGpu(gpu: GpuDecoder, reader: EqzReader, entry: TensorEntry, options: DecodeOptions): Promise<Uint8Array> {
+  const payload = await reader.readPayload(entry);
+  const dtype = outputDtypeOf(entry, options);
+  const output = dtype === entry.dtype && entry.encoding === 'planes' ? 'source' : dtype as 'F32' | 'F16' | 'BF16';
+  const [tensor] = await gpu.decodeToBuffers([{ entry, payload, output, payloadOffset: reader.payloadOffset(entry) }]);
+  try {
+    return await gpu.readBack(tensor!);
+  } finally {
+    tensor!.buffer.destroy();
+  }
+}
+
 export async function decodeModel(input: string, output: string, options: DecodeModelOptions = {}): Promise<{ tensors: number; bytes: number; seconds: number }> {
   const started = performance.now();
   const reader = await EqzReader.open(await fileSource(input));
@@ -126,7 +144,10 @@ export async function decodeModel(input: string, output: string, options: Decode
           }
           decoded = module.tensors[part.index]!;
         } else {
-          decoded = await decodeTensor(reader, reader.tensor(name)!, options);
+          const entry = reader.tensor(name)!;
+          decoded = options.gpu && GPU_ENCODINGS.includes(entry.encoding)
+            ? await decodeOnGpu(options.gpu, reader, entry, options)
+            : await decodeTensor(reader, entry, options);
         }
         bytes += decoded.length;
         options.onProgress?.(++done, outputs.length, bytes);
