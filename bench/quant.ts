@@ -23,12 +23,11 @@
  * all, the TypeScript path), --only <text> (data sets whose name contains it), --throughput-only, --json <file>.
  */
 import { existsSync, writeFileSync } from 'node:fs';
-import { globals } from 'webgpu';
 import { entropyBitsPerSymbol } from '../src/codec/frequencies.js';
 import { acquireGpu, type GpuContext } from '../src/gpu/device.js';
 import { castCode, codeValue, roundScale, type QuantFormat } from '../src/quant/grid.js';
 import {
-  dequantize, lambdaForTotalBits, measureRateCurve, quantizeTensor, REFERENCE_PRESETS, SEARCH_PRESETS,
+  dequantize, lambdaForTotalBits, measureRateCurve, quantizeTensor, REFERENCE_PRESETS, SEARCH_PRESETS, searchSettings,
   type QuantizeOptions, type QuantizedTensor, type RateCurve,
 } from '../src/quant/index.js';
 import { codedStreamBytes, histogram } from '../src/quant/rate.js';
@@ -39,15 +38,6 @@ import { SafetensorsFile } from '../src/io/safetensors.js';
 import { toFloat32 } from '../src/tensor/dtype.js';
 import { syntheticWeights } from '../src/tensor/synthetic.js';
 
-// src/gpu/device.ts does not keep Dawn's GPU instance reachable; a garbage collection then aborts the process.
-// Until it does, keep every instance that asks for an adapter.
-const instances: object[] = [];
-const gpuPrototype = (globals as { GPU: { prototype: GPU } }).GPU.prototype;
-const requestAdapter = gpuPrototype.requestAdapter;
-gpuPrototype.requestAdapter = function (this: GPU, ...args: Parameters<GPU['requestAdapter']>) {
-  instances.push(this);
-  return requestAdapter.apply(this, args);
-};
 
 /** ../shared/data beside the project (or $EQZ_SHARED_DATA, e.g. a copy carried to the GPU machine). */
 const DATA = process.env.EQZ_SHARED_DATA ?? new URL('../../../shared/data/', import.meta.url).pathname;
@@ -311,6 +301,9 @@ async function medianSeconds(work: () => Promise<unknown>, repeats: number, warm
   return seconds[Math.floor(repeats / 2)]!;
 }
 
+/** rd-search as the throughput table runs it: the 3-bit preset. */
+const THROUGHPUT_OPTIONS: QuantizeOptions = { format: 'int8', optimizer: 'rd-search', scaleDtype: 'BF16', lambda: SEARCH_PRESETS[3] };
+
 /** A rate in params/s, as G or M. */
 function rate(perSecond: number): string {
   return perSecond >= 1e9 ? `${(perSecond / 1e9).toFixed(2)} G` : `${(perSecond / 1e6).toFixed(2)} M`;
@@ -332,17 +325,17 @@ async function throughput(gpu: GpuContext | null, full: boolean): Promise<void> 
     const shape = `${rows}×${cols}`;
     for (const format of ['int8', 'fp8-e4m3'] as QuantFormat[]) {
       const session = await SearchSession.open(tiled, rows, cols, gpu);
-      const settings = { format, scaleDtype: 'BF16' as const, lambda: SEARCH_PRESETS[3], rdo: true, refinements: 1, importance: 1 };
+      const settings = searchSettings({ ...THROUGHPUT_OPTIONS, format }, format);
       const seconds = await medianSeconds(() => session.run(settings, false), 5, gpu && !gpu.software ? 2 : 0);
       session.release();
       const torch = REFERENCE_TORCH[shape];
       console.log(`| rd-search ${format} | ${shape} | ${rate(rows * cols / seconds)} | ${torch ? `${rate(torch)} (ours ×${(rows * cols / seconds / torch).toFixed(1)})` : ''} |`);
     }
-    if (!gpu || gpu.software) {
+    if (gpu?.software) {
       // The TypeScript path beside the software adapter, on the first 256 rows.
       const cpuRows = Math.min(rows, 256);
       const session = await SearchSession.open(tiled.subarray(0, cpuRows * cols), cpuRows, cols, null);
-      const settings = { format: 'int8' as const, scaleDtype: 'BF16' as const, lambda: SEARCH_PRESETS[3], rdo: true, refinements: 1, importance: 1 };
+      const settings = searchSettings(THROUGHPUT_OPTIONS, 'int8');
       const seconds = await medianSeconds(() => session.run(settings, false), 3, 0);
       console.log(`| rd-search int8, CPU (TypeScript) path | ${cpuRows}×${cols} | ${rate(cpuRows * cols / seconds)} | |`);
     }

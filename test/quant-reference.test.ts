@@ -1,19 +1,9 @@
-import { globals } from 'webgpu';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { acquireGpu, type GpuContext, type SoftwareAdapter } from '../src/gpu/device.js';
 import { minimizeLbfgs } from '../src/quant/lbfgs.js';
 import { quantizeReference, referenceObjective } from '../src/quant/reference.js';
 import { syntheticWeights } from '../src/tensor/synthetic.js';
 
-// src/gpu/device.ts does not keep Dawn's GPU instance reachable, so a garbage collection destroys it under the
-// device and the process aborts. Until device.ts holds it, keep every instance that asks for an adapter.
-const instances: object[] = [];
-const gpuPrototype = (globals as { GPU: { prototype: GPU } }).GPU.prototype;
-const requestAdapter = gpuPrototype.requestAdapter;
-gpuPrototype.requestAdapter = function (this: GPU, ...args: Parameters<GPU['requestAdapter']>) {
-  instances.push(this);
-  return requestAdapter.apply(this, args);
-};
 
 describe('L-BFGS with strong-Wolfe line search', () => {
   it('minimises the Rosenbrock function from the textbook start', async () => {

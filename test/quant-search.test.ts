@@ -1,24 +1,14 @@
-import { globals } from 'webgpu';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { EqzError } from '../src/errors.js';
 import { acquireGpu, type GpuContext, type SoftwareAdapter } from '../src/gpu/device.js';
 import { castWithScales } from '../src/quant/result.js';
 import { codeValue, indexAtOrBelow, roundScale, scaleOfIndex } from '../src/quant/grid.js';
-import { dequantize, quantizeTensor, type QuantizeOptions, type QuantizedTensor } from '../src/quant/index.js';
+import { dequantize, quantizeTensor, searchSettings, type QuantizeOptions, type QuantizedTensor } from '../src/quant/index.js';
 import { findLambdaForBits } from '../src/quant/lambda.js';
 import { bitsPerParam, histogram } from '../src/quant/rate.js';
-import { DEFAULT_REFINEMENTS, SearchSession, type SearchSettings } from '../src/quant/search.js';
+import { SearchSession, type SearchSettings } from '../src/quant/search.js';
 import { SeededRandom, syntheticWeights } from '../src/tensor/synthetic.js';
 
-// src/gpu/device.ts does not keep Dawn's GPU instance reachable, so a garbage collection destroys it under the
-// device and the process aborts. Until device.ts holds it, keep every instance that asks for an adapter.
-const instances: object[] = [];
-const gpuPrototype = (globals as { GPU: { prototype: GPU } }).GPU.prototype;
-const requestAdapter = gpuPrototype.requestAdapter;
-gpuPrototype.requestAdapter = function (this: GPU, ...args: Parameters<GPU['requestAdapter']>) {
-  instances.push(this);
-  return requestAdapter.apply(this, args);
-};
 
 const base: QuantizeOptions = { format: 'int8', optimizer: 'rd-search', scaleDtype: 'BF16', gpu: null };
 
@@ -41,12 +31,9 @@ function awkwardMatrix(cols: number): { weights: Float32Array; rows: number } {
   return { weights, rows };
 }
 
-/** rd-search's settings as quantizeTensor fills them in. */
+/** rd-search's settings as quantizeTensor fills them in (λ 0.01 unless given). */
 function settingsOf(options: Partial<QuantizeOptions>): SearchSettings {
-  return {
-    format: options.format === 'fp8-e4m3' ? 'fp8-e4m3' : 'int8', scaleDtype: options.scaleDtype ?? 'BF16',
-    lambda: options.lambda ?? 0.01, rdo: options.rdo ?? true, refinements: DEFAULT_REFINEMENTS, importance: 1,
-  };
+  return searchSettings({ ...base, lambda: 0.01, ...options }, options.format === 'fp8-e4m3' ? 'fp8-e4m3' : 'int8');
 }
 
 /** Runs the search on `gpu` (split by `bindingLimit` when given) and on the CPU and expects identical results. */

@@ -8,6 +8,7 @@
  * bitsPerParam counts everything stored: it is the size of the actual `nvfp4` payload (header, both coded
  * streams with their tables and chunk states) × 8 / numel.
  */
+import { bisectLambda } from '../quant/lambda.js';
 import { EqzError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
 import { checkFinite } from '../quant/index.js';
@@ -189,10 +190,6 @@ export async function measureNvfp4RateCurve(
   }
 }
 
-/** Stop the per-tensor λ search when the stored rate is this close to the target (bits/param). */
-const BITS_TOLERANCE = 0.01;
-/** Most λ trials per tensor (bracketing by ×4, then geometric bisection). */
-const MAX_LAMBDA_TRIALS = 24;
 
 /**
  * rd-search with λ chosen so the tensor's stored bits/param come within 0.01 of `targetBits` (the closest
@@ -207,37 +204,14 @@ export async function findNvfp4LambdaForBits(
   checkFinite(weights, options.name);
   const session = await Nvfp4SearchSession.open(weights, rows, cols, options.gpu ?? null);
   try {
-    let trials = 0;
-    let best: { lambda: number; result: Nvfp4Result } | undefined;
-    const bitsAt = async (lambda: number) => {
+    const results = new Map<number, Nvfp4Result>();
+    const found = await bisectLambda(targetBits, 0.02, async (lambda) => {
       const quantized = await searchWithSession(session, weights, { ...options, lambda });
       const result = describeNvfp4(weights, rows, cols, { packed: quantized.packed, blockScales: quantized.blockScales, globalScale: quantized.globalScale });
-      trials++;
-      if (!best || Math.abs(result.bitsPerParam - targetBits) < Math.abs(best.result.bitsPerParam - targetBits)) best = { lambda, result };
+      results.set(lambda, result);
       return result.bitsPerParam;
-    };
-    let low = 0.02;
-    let high = 0.02;
-    let bits = await bitsAt(low);
-    if (bits > targetBits) {
-      while (bits > targetBits && trials < MAX_LAMBDA_TRIALS) {
-        low = high;
-        high *= 4;
-        bits = await bitsAt(high);
-      }
-    } else {
-      while (bits < targetBits && trials < MAX_LAMBDA_TRIALS && low > 1e-9) {
-        high = low;
-        low /= 4;
-        bits = await bitsAt(low);
-      }
-    }
-    while (Math.abs(best!.result.bitsPerParam - targetBits) > BITS_TOLERANCE && trials < MAX_LAMBDA_TRIALS) {
-      const middle = Math.sqrt(low * high);
-      if ((await bitsAt(middle)) > targetBits) low = middle;
-      else high = middle;
-    }
-    return { ...best!, trials };
+    });
+    return { ...found, result: results.get(found.lambda)! };
   } finally {
     session.release();
   }

@@ -20,8 +20,9 @@ export type ScaleDtype = 'BF16' | 'F16' | 'F32';
 
 /** Largest finite E4M3 magnitude. */
 export const E4M3_MAX = 448;
-/** Scales are clamped to [2^-64, 2^64] (spec: every product stays a normal f32 or zero). */
+/** Smallest scale (spec: every decoded product stays a normal f32 or zero). */
 export const MIN_SCALE = 2 ** -64;
+/** Largest scale. */
 export const MAX_SCALE = 2 ** 64;
 
 /**
@@ -137,12 +138,9 @@ export function roundScale(s: number, dtype: ScaleDtype): number {
 }
 
 /**
- * The scale grid of the search optimizer: positive BF16 values, indexed by their 16-bit pattern
- * k = (biased exponent << 7) | 7-bit mantissa — consecutive k are consecutive BF16 values, 128 per octave.
+ * The scale with grid index k. The search optimizer's scale grid is the positive BF16 values, indexed by their
+ * 16-bit pattern k = (biased exponent << 7) | 7-bit mantissa: consecutive k are consecutive values, 128 per octave.
  */
-export const SCALE_STEPS_PER_OCTAVE = 128;
-
-/** The scale with grid index k (an exact f32). */
 export function scaleOfIndex(k: number): number {
   return f32FromBits((k << 16) >>> 0);
 }

@@ -100,8 +100,8 @@ function checkShape(weights: Float32Array, rows: number, cols: number, name?: st
   }
 }
 
-/** rd-search's settings from the options. */
-function searchSettings(options: QuantizeOptions, format: QuantFormat): SearchSettings {
+/** rd-search's settings for `format` from the options (defaults filled in). */
+export function searchSettings(options: QuantizeOptions, format: QuantFormat): SearchSettings {
   return {
     format,
     scaleDtype: options.scaleDtype,

@@ -12,9 +12,9 @@ import { EqzError } from '../errors.js';
 import type { QuantFormat } from './grid.js';
 import { REFERENCE_PRESETS, SEARCH_PRESETS } from './presets.js';
 import { payloadBytes } from './rate.js';
-import { deviceFor, quantizeTensor, searchWithSession, type QuantizeOptions } from './index.js';
+import { deviceFor, quantizeTensor, searchSettings, searchWithSession, type QuantizeOptions } from './index.js';
 import type { QuantizedTensor } from './result.js';
-import { DEFAULT_REFINEMENTS, SearchSession } from './search.js';
+import { SearchSession } from './search.js';
 
 /** Stop the per-tensor search when the stored rate is this close to the target (bits/param). */
 const BITS_TOLERANCE = 0.01;
@@ -36,9 +36,10 @@ function startingLambda(options: QuantizeOptions): number {
 
 /**
  * Searches λ so the tensor's stored bits/param come within 0.01 of `targetBits` (rates are discrete, so the
- * closest trial is returned when no λ gets that close). Bits fall as λ grows: bracket by factors of 4, then
- * bisect geometrically. rd-search keeps the tensor on the device across trials; `format: 'auto'` searches
- * each format and keeps the one with the lower rel L2 at the target.
+ * closest trial is kept when no λ gets that close). Bits fall as λ grows: bracket by factors of 4, then
+ * bisect geometrically. rd-search keeps the tensor on the device across trials and reads codes back only for
+ * the chosen λ; `format: 'auto'` searches each format and keeps the one with the lower rel L2 (unless the
+ * other lands closer to the target by more than 0.05 bit).
  */
 export async function findLambdaForBits(
   weights: Float32Array, rows: number, cols: number, targetBits: number, options: QuantizeOptions,
@@ -46,36 +47,50 @@ export async function findLambdaForBits(
   if (!(targetBits > 0)) throw new EqzError('InvalidValue', `--bits must be positive, got ${targetBits}`, { tensor: options.name });
   if (options.optimizer === 'absmax') throw new EqzError('InvalidValue', 'absmax FP8 has no rate to target', { tensor: options.name });
   if (options.optimizer === 'reference') {
-    return bisectLambda(targetBits, startingLambda(options), (lambda) => quantizeTensor(weights, rows, cols, { ...options, lambda }));
+    const results = new Map<number, QuantizedTensor>();
+    const found = await bisectLambda(targetBits, startingLambda(options), async (lambda) => {
+      const result = await quantizeTensor(weights, rows, cols, { ...options, lambda });
+      results.set(lambda, result);
+      return result.bitsPerParam;
+    });
+    return { ...found, result: results.get(found.lambda)! };
   }
   const session = await SearchSession.open(weights, rows, cols, deviceFor(options.gpu, rows, cols, 'rd-search'));
   try {
     const formats: QuantFormat[] = options.format === 'auto' ? ['int8', 'fp8-e4m3'] : [options.format];
-    let best: LambdaSearchResult | undefined;
+    const found: LambdaSearchResult[] = [];
     for (const format of formats) {
-      const found = await bisectLambda(targetBits, startingLambda(options),
-        (lambda) => searchWithSession(session, weights, { ...options, format, lambda }));
-      if (!best || Math.abs(found.result.bitsPerParam - targetBits) < Math.abs(best.result.bitsPerParam - targetBits) - 0.05
-        || (Math.abs(found.result.bitsPerParam - best.result.bitsPerParam) <= 0.05 && found.result.relL2 < best.result.relL2)) {
-        best = { ...found, trials: found.trials + (best?.trials ?? 0) };
-      }
+      const { lambda, trials } = await bisectLambda(targetBits, startingLambda(options), async (trial) => {
+        const outcome = await session.run(searchSettings({ ...options, lambda: trial }, format), false);
+        return (8 * payloadBytes(outcome.counts, rows * cols, rows, options.scaleDtype)) / (rows * cols);
+      });
+      found.push({ lambda, trials, result: await searchWithSession(session, weights, { ...options, format, lambda }) });
     }
-    return best!;
+    const trials = found.reduce((sum, f) => sum + f.trials, 0);
+    found.sort((a, b) => {
+      const miss = Math.abs(a.result.bitsPerParam - targetBits) - Math.abs(b.result.bitsPerParam - targetBits);
+      return Math.abs(miss) > 0.05 ? miss : a.result.relL2 - b.result.relL2;
+    });
+    return { ...found[0]!, trials };
   } finally {
     session.release();
   }
 }
 
-async function bisectLambda(
-  targetBits: number, start: number, quantize: (lambda: number) => Promise<QuantizedTensor>,
-): Promise<LambdaSearchResult> {
+/**
+ * The λ whose rate (from `rateAt`, falling as λ grows) comes closest to `targetBits`, and how many rates it
+ * measured: bracket by factors of 4 from `start`, then bisect geometrically until within 0.01 bit.
+ */
+export async function bisectLambda(
+  targetBits: number, start: number, rateAt: (lambda: number) => Promise<number>,
+): Promise<{ lambda: number; trials: number }> {
   let trials = 0;
-  let best: { lambda: number; result: QuantizedTensor } | undefined;
+  let best = { lambda: start, miss: Infinity };
   const tryLambda = async (lambda: number) => {
-    const result = await quantize(lambda);
+    const bits = await rateAt(lambda);
     trials++;
-    if (!best || Math.abs(result.bitsPerParam - targetBits) < Math.abs(best.result.bitsPerParam - targetBits)) best = { lambda, result };
-    return result.bitsPerParam;
+    if (Math.abs(bits - targetBits) < best.miss) best = { lambda, miss: Math.abs(bits - targetBits) };
+    return bits;
   };
   // low λ → more bits than the target, high λ → fewer.
   let low = start;
@@ -94,12 +109,12 @@ async function bisectLambda(
       bits = await tryLambda(low);
     }
   }
-  while (Math.abs(best!.result.bitsPerParam - targetBits) > BITS_TOLERANCE && trials < MAX_TRIALS) {
+  while (best.miss > BITS_TOLERANCE && trials < MAX_TRIALS) {
     const middle = Math.sqrt(low * high);
     if (await tryLambda(middle) > targetBits) low = middle;
     else high = middle;
   }
-  return { ...best!, trials };
+  return { lambda: best.lambda, trials };
 }
 
 /** Stored bits of one tensor at each λ of a grid, for choosing one λ for a whole model. */
@@ -142,9 +157,7 @@ export async function measureRateCurve(
     for (const lambda of lambdas) {
       let least = Infinity;
       for (const format of formats) {
-        const outcome = await session.run({
-          format, scaleDtype: options.scaleDtype, lambda, rdo: options.rdo ?? true, refinements: DEFAULT_REFINEMENTS, importance: options.importance ?? 1,
-        }, false);
+        const outcome = await session.run(searchSettings({ ...options, lambda }, format), false);
         const counts = outcome.counts.map((count) => (count * rows) / sampleRows);
         least = Math.min(least, 8 * payloadBytes(counts, rows * cols, rows, options.scaleDtype));
       }

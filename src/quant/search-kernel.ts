@@ -23,7 +23,7 @@ import type { MagnitudeGrid } from './grid.js';
 
 /** Per-element squared errors are truncated to multiples of 2^-32 (relative to the scale's binade squared)… */
 const ERROR_FRACTION_SCALE = 2 ** 32;
-/** …and clamped here, so a row of up to 2^22 elements cannot overflow its 64-bit sum (only heavy clipping reaches it). */
+/** …and clamped here, so a row of MAX_ROW_LENGTH elements cannot overflow its 64-bit sum (only heavy clipping reaches it). */
 const ERROR_CLAMP = 2 ** 41;
 /** Row sums of squared weights (row stats) are in units of 2^-40 of the row's binade squared. */
 const SQUARES_FRACTION_SCALE = 2 ** 40;
@@ -248,8 +248,9 @@ class RowScratch {
 }
 
 /**
- * Quantize weight magnitude `a` (flushed, ≥ 0) at the candidate scale: returns the magnitude index.
- * `mantissa` = s·2^-x ∈ [1, 2), `toBinade` = 2^-x, `lambdaRelative` = λ per length unit in units of 2^(2x).
+ * The magnitude index a weight gets at a candidate scale s = mantissa·2^x: `scaled` = |w|·2^-x (flushed),
+ * `inverse` ≈ 1/mantissa (any precision: only the first guess uses it), `lambdaRelative` = λ per length unit in
+ * units of 2^(2x). Rounds to the nearer neighbour (ties to the even index), moved by λ·(length difference).
  */
 function chooseIndex(
   grid: MagnitudeGrid, lengths: Uint32Array, negative: boolean, scaled: number, mantissa: number,
@@ -283,10 +284,7 @@ function codeOf(grid: MagnitudeGrid, index: number, negative: boolean): number {
   return grid.format === 'fp8-e4m3' ? 0x80 | index : 256 - index;
 }
 
-/**
- * Squared error of one element in fixed point (units 2^-32 relative to the scale's binade), added to the
- * (hi, lo) sums of candidate c.
- */
+/** ⌊(scaled − value)² · 2^32⌋ (the square flushed below 2^-126), clamped at 2^41: one element's fixed-point error. */
 function elementError(scaled: number, value: number): number {
   const error = Math.fround(scaled - value);
   let square = Math.fround(error * error);

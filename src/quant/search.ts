@@ -308,6 +308,7 @@ export class SearchSession {
     return { indices, counts, codes, passes: lastPass + 1 };
   }
 
+  /** Returns the device buffers to their pool; the session must not be used afterwards. */
   release(): void {
     this.backend.release();
   }
