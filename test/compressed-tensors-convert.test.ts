@@ -4,19 +4,12 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { main } from '../src/cli/main.js';
 import { openModel } from '../src/io/model-folder.js';
 import { E4M3_VALUES, fromFloat32, toFloat32 } from '../src/tensor/dtype.js';
-import { SHARED_DATA, tempDir } from './helpers.js';
+import { eqz, SHARED_DATA, tempDir } from './helpers.js';
 
 const dir = await tempDir();
 
-async function eqz(...args: string[]): Promise<{ status: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const status = await main(args, { log: (l) => out.push(l), error: (l) => err.push(l) });
-  return { status, out: out.join('\n'), err: err.join('\n') };
-}
 
 async function tensors(folder: string): Promise<Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>> {
   const model = await openModel(folder);
@@ -32,9 +25,12 @@ describe('NVFP4 checkpoints', () => {
   const nvfp4Eqz = join(dir, 'b.eqz');
   const exported = join(dir, 'b-nvfp4');
 
-  it('quantize → export --dtype nvfp4: an independent dequantizer equals --dtype bf16', async () => {
+  it('quantize to 3 bits → export --dtype nvfp4: an independent dequantizer equals --dtype bf16', async () => {
     const model = join(SHARED_DATA, 'models', 'babyllama-tok105');
-    expect((await eqz('convert', model, '-o', nvfp4Eqz, '--format', 'nvfp4', '--lambda', '0.01', '--device', 'cpu')).status).toBe(0);
+    expect((await eqz('convert', model, '-o', nvfp4Eqz, '--format', 'nvfp4', '--bits', '3', '--device', 'cpu')).status).toBe(0);
+    const rate = JSON.parse((await eqz('inspect', nvfp4Eqz, '--json')).out).totals.quantized;
+    expect(rate.tensors).toBe(35);
+    expect(Math.abs(rate.bitsPerParam - 3)).toBeLessThan(0.25);
     expect((await eqz('convert', nvfp4Eqz, '-o', exported, '--dtype', 'nvfp4')).status).toBe(0);
     expect((await eqz('convert', nvfp4Eqz, '-o', join(dir, 'b-bf16'), '--dtype', 'bf16')).status).toBe(0);
     const config = JSON.parse(await readFile(join(exported, 'config.json'), 'utf8'));

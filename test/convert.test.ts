@@ -1,20 +1,12 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { main } from '../src/cli/main.js';
 import { openModel, writeModel } from '../src/io/model-folder.js';
 import { fromFloat32, toFloat32 } from '../src/tensor/dtype.js';
-import { SHARED_DATA, tempDir } from './helpers.js';
+import { eqz, SHARED_DATA, tempDir } from './helpers.js';
 
 const dir = await tempDir();
 
-/** Runs the CLI in-process, capturing what it prints. */
-async function eqz(...args: string[]): Promise<{ status: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const status = await main(args, { log: (l) => out.push(l), error: (l) => err.push(l) });
-  return { status, out: out.join('\n'), err: err.join('\n') };
-}
 
 /** Every tensor of `a` equals `b`'s byte for byte, and the same small files come back identical. */
 async function expectSameModel(original: string, restored: string): Promise<void> {

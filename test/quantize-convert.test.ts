@@ -3,7 +3,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { main } from '../src/cli/main.js';
 import { acquireGpu } from '../src/gpu/device.js';
 import { openModel, writeModel } from '../src/io/model-folder.js';
 import { encodeModel } from '../src/convert/encode.js';
@@ -12,17 +11,11 @@ import { EqzReader } from '../src/container/reader.js';
 import { fileSource } from '../src/container/file-source.js';
 import { initCodec, decodeStream } from '../src/codec/index.js';
 import { E4M3_VALUES, fromFloat32, toFloat32 } from '../src/tensor/dtype.js';
-import { SHARED_DATA, tempDir } from './helpers.js';
+import { eqz, SHARED_DATA, tempDir } from './helpers.js';
 
 const dir = await tempDir();
 const model = join(SHARED_DATA, 'models', 'stories260K');
 
-async function eqz(...args: string[]): Promise<{ status: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const status = await main(args, { log: (l) => out.push(l), error: (l) => err.push(l) });
-  return { status, out: out.join('\n'), err: err.join('\n') };
-}
 
 /** The spec §7.5 dequantization written out independently: scale_dtype BF16, E4M3 codes. */
 function independentDequantize(payload: Uint8Array, rows: number, cols: number): Float32Array {
@@ -68,6 +61,41 @@ describe('eqz convert --bits on stories260K', () => {
     await reader.close();
     await restored.close();
     expect(JSON.parse(await readFile(join(back, 'config.json'), 'utf8'))).toEqual(JSON.parse(await readFile(join(model, 'config.json'), 'utf8')));
+  });
+
+  it('keeps a non-contiguous shard layout (layers interleaved across shards) through quantization', async () => {
+    const source = await openModel(model);
+    const names = source.tensors.map((t) => t.name);
+    const layout = [0, 1].map((shard) => ({
+      name: `model-0000${shard + 1}-of-00002.safetensors`, metadata: null, tensors: names.filter((_, i) => i % 2 === shard),
+    }));
+    const weightMap = Object.fromEntries(layout.flatMap((f) => f.tensors.map((n) => [n, f.name])));
+    const smallFiles = new Map(source.smallFiles);
+    smallFiles.set('model.safetensors.index.json', new TextEncoder().encode(JSON.stringify({ metadata: { total_size: 1040128 }, weight_map: weightMap })));
+    const sharded = join(dir, 'interleaved');
+    await writeModel(sharded, layout, smallFiles, source.tensors, (name) => source.readTensor(source.tensors.find((t) => t.name === name)!));
+    const packed = join(dir, 'interleaved.eqz');
+    expect((await eqz('convert', sharded, '-o', packed, '--lambda', '0.02', '--device', 'cpu')).status).toBe(0);
+    const back = join(dir, 'interleaved-bf16');
+    expect((await eqz('convert', packed, '-o', back, '--dtype', 'bf16')).status).toBe(0);
+    const restored = await openModel(back);
+    expect(restored.files.map((f) => [f.name, f.tensors])).toEqual(layout.map((f) => [f.name, f.tensors]));
+    const index = JSON.parse(new TextDecoder().decode(restored.smallFiles.get('model.safetensors.index.json')));
+    expect(index.weight_map).toEqual(weightMap);
+    expect(index.metadata.total_size).toBe(restored.tensors.reduce((sum, t) => sum + t.byteLength, 0));
+    const reader = await EqzReader.open(await fileSource(packed));
+    await initCodec();
+    const quantized = reader.tensors.filter((t) => t.encoding === 'fp8-e4m3');
+    expect(quantized.length).toBe(35);
+    for (const entry of quantized) {
+      const [rows, cols] = entry.shape as [number, number];
+      const expected = fromFloat32(independentDequantize(await reader.readPayload(entry), rows, cols), 'BF16');
+      const tensor = restored.tensors.find((t) => t.name === entry.name)!;
+      expect(Buffer.from(await restored.readTensor(tensor)).equals(Buffer.from(expected)), entry.name).toBe(true);
+    }
+    await reader.close();
+    await restored.close();
+    await source.close();
   });
 
   it('names the tensor holding a NaN weight and leaves no output', async () => {

@@ -16,7 +16,7 @@ import {
   SEARCH_PRESETS, type Optimizer, type QuantizeOptions, type RateCurve, type ScaleDtype,
 } from '../quant/index.js';
 import { absMax, absmaxGlobalScale, shareGlobalScales, type SourceDtype } from '../nvfp4/absmax.js';
-import { quantizeNvfp4, DEFAULT_NVFP4_SEARCH_LAMBDA } from '../nvfp4/quantize.js';
+import { quantizeNvfp4, measureNvfp4RateCurve, DEFAULT_NVFP4_SEARCH_LAMBDA } from '../nvfp4/quantize.js';
 import { encodeNvfp4Payload } from '../nvfp4/payload.js';
 import { NVFP4_BLOCK } from '../nvfp4/e2m1.js';
 import { encodeScaledPayload } from '../encodings/scaled.js';
@@ -72,44 +72,62 @@ function referencePreset(bits: number | undefined): { lambda: number; lr: number
 
 async function planQuantization(input: string, options: QuantizeModelOptions, selected: (t: ModelTensor) => boolean): Promise<Plan> {
   const plan: Plan = { protectedTensors: new Set(), globalScales: new Map() };
-  const needsCurves = options.bits !== undefined && options.optimizer === 'rd-search' && options.format !== 'nvfp4';
-  if (!options.protectOutliers && !needsCurves && options.format !== 'nvfp4') return plan;
-  const model = await openModel(input);
+  const nvfp4 = options.format === 'nvfp4';
+  const needsCurves = options.bits !== undefined && options.optimizer === 'rd-search';
+  if (!options.protectOutliers && !needsCurves && !nvfp4) return plan;
   const curves: RateCurve[] = [];
   let fixedBits = 0;
   let fixedParams = 0;
-  try {
-    for (const tensor of model.tensors.filter(selected)) {
-      const [rows, cols] = tensor.shape as [number, number];
-      const weights = weightsOf(tensor, await model.readTensor(tensor));
-      if (options.format === 'nvfp4') {
-        plan.globalScales.set(tensor.name, absmaxGlobalScale(absMax(weights), tensor.dtype as SourceDtype));
-        continue;
-      }
-      if (options.protectOutliers) {
-        const report = detectSuperWeights(weights, rows, cols);
-        if (report.outlier) {
-          plan.protectedTensors.add(tensor.name);
-          options.report(`super weight in ${tensor.name} (|z| = ${report.maxAbsZ.toFixed(0)} at row ${Math.floor(report.index / cols)}): stored with absmax FP8`);
-          if (needsCurves) {
-            const absmax = await quantizeTensor(weights, rows, cols, { ...quantOptions(options, tensor, 'fp8-e4m3'), optimizer: 'absmax' });
-            fixedBits += absmax.bitsPerParam * rows * cols;
-            fixedParams += rows * cols;
-          }
-          continue;
-        }
-      }
-      if (needsCurves) curves.push(await measureRateCurve(weights, rows, cols, quantOptions(options, tensor, options.format as QuantizeOptions['format'])));
+  await eachSelected(input, selected, async (tensor, weights, rows, cols) => {
+    if (nvfp4) {
+      plan.globalScales.set(tensor.name, absmaxGlobalScale(absMax(weights), tensor.dtype as SourceDtype));
+      return;
     }
-  } finally {
-    await model.close();
+    if (options.protectOutliers) {
+      const report = detectSuperWeights(weights, rows, cols);
+      if (report.outlier) {
+        plan.protectedTensors.add(tensor.name);
+        options.report(`super weight in ${tensor.name} (|z| = ${report.maxAbsZ.toFixed(0)} at row ${Math.floor(report.index / cols)}): stored with absmax FP8`);
+        if (needsCurves) {
+          const absmax = await quantizeTensor(weights, rows, cols, { ...quantOptions(options, tensor, 'fp8-e4m3'), optimizer: 'absmax' });
+          fixedBits += absmax.bitsPerParam * rows * cols;
+          fixedParams += rows * cols;
+        }
+        return;
+      }
+    }
+    if (needsCurves) curves.push(await measureRateCurve(weights, rows, cols, quantOptions(options, tensor, options.format as QuantizeOptions['format'])));
+  });
+  plan.globalScales = shareGlobalScales(plan.globalScales);
+  if (nvfp4 && needsCurves) {
+    // NVFP4 rates depend on the global scales, known (shared within fused groups) only after the first pass.
+    await eachSelected(input, selected, async (tensor, weights, rows, cols) => {
+      curves.push(await measureNvfp4RateCurve(weights, rows, cols, {
+        gpu: options.gpu, globalScale: plan.globalScales.get(tensor.name), sourceDtype: tensor.dtype as SourceDtype, name: tensor.name,
+      }));
+    });
   }
   if (needsCurves && curves.length > 0) {
     plan.modelLambda = lambdaForTotalBits(curves, options.bits!, fixedBits, fixedParams);
     options.report(`λ = ${plan.modelLambda.toPrecision(4)} for ${options.bits} bits/param over the quantized tensors (one λ for the whole model)`);
   }
-  plan.globalScales = shareGlobalScales(plan.globalScales);
   return plan;
+}
+
+/** Reads each selected tensor of the model once, as f32 weights (NaN/Inf refused), one at a time. */
+async function eachSelected(
+  input: string, selected: (t: ModelTensor) => boolean,
+  visit: (tensor: ModelTensor, weights: Float32Array, rows: number, cols: number) => Promise<void>,
+): Promise<void> {
+  const model = await openModel(input);
+  try {
+    for (const tensor of model.tensors.filter(selected)) {
+      const [rows, cols] = tensor.shape as [number, number];
+      await visit(tensor, weightsOf(tensor, await model.readTensor(tensor)), rows, cols);
+    }
+  } finally {
+    await model.close();
+  }
 }
 
 async function quantizeScaled(tensor: ModelTensor, weights: Float32Array, options: QuantizeModelOptions, plan: Plan): Promise<EncodedTensor> {
@@ -147,7 +165,7 @@ async function quantizeScaled(tensor: ModelTensor, weights: Float32Array, option
 async function quantizeToNvfp4(tensor: ModelTensor, weights: Float32Array, options: QuantizeModelOptions, plan: Plan): Promise<EncodedTensor> {
   const [rows, cols] = tensor.shape as [number, number];
   const optimizer = options.optimizer === 'rd-search' || options.optimizer === 'reference' ? options.optimizer : 'absmax';
-  const lambda = optimizer === 'rd-search' ? options.lambda ?? DEFAULT_NVFP4_SEARCH_LAMBDA : options.lambda;
+  const lambda = optimizer === 'rd-search' ? options.lambda ?? plan.modelLambda ?? DEFAULT_NVFP4_SEARCH_LAMBDA : options.lambda;
   const result = await quantizeNvfp4(weights, rows, cols, {
     optimizer, lambda, lr: options.lr, gpu: options.gpu, globalScale: plan.globalScales.get(tensor.name),
     sourceDtype: tensor.dtype as SourceDtype, name: tensor.name,
@@ -165,8 +183,8 @@ async function quantizeToNvfp4(tensor: ModelTensor, weights: Float32Array, optio
  */
 export async function quantizingEncoder(input: string, options: QuantizeModelOptions): Promise<TensorEncoder> {
   if (options.bits !== undefined && options.lambda !== undefined) throw new Error('give --bits or --lambda, not both');
-  if (options.format === 'nvfp4' && options.bits !== undefined) {
-    throw new Error('--bits is not available for nvfp4 yet: set the rate with --lambda');
+  if (options.format === 'nvfp4' && options.bits !== undefined && options.optimizer !== 'rd-search') {
+    throw new Error('--bits with --format nvfp4 needs the rd-search optimizer; set the reference optimizer\'s rate with --lambda');
   }
   await initCodec();
   const filter = quantizationFilter(options.selection);

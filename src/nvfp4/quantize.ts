@@ -8,7 +8,7 @@
  * bitsPerParam counts everything stored: it is the size of the actual `nvfp4` payload (header, both coded
  * streams with their tables and chunk states) × 8 / numel.
  */
-import { bisectLambda } from '../quant/lambda.js';
+import { bisectLambda, sampleRowsOf } from '../quant/lambda.js';
 import { EqzError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
 import { checkFinite } from '../quant/index.js';
@@ -167,15 +167,7 @@ export async function measureNvfp4RateCurve(
   checkShape(weights, rows, cols, options.name);
   checkFinite(weights, options.name);
   const globalScale = options.globalScale ?? absmaxGlobalScale(absMax(weights), options.sourceDtype ?? 'F32');
-  const sampleRows = Math.min(rows, CURVE_SAMPLE_ROWS);
-  let sample = weights;
-  if (sampleRows < rows) {
-    sample = new Float32Array(sampleRows * cols);
-    for (let i = 0; i < sampleRows; i++) {
-      const r = Math.floor((i * rows) / sampleRows);
-      sample.set(weights.subarray(r * cols, (r + 1) * cols), i * cols);
-    }
-  }
+  const { sample, sampleRows } = sampleRowsOf(weights, rows, cols, CURVE_SAMPLE_ROWS);
   const session = await Nvfp4SearchSession.open(sample, sampleRows, cols, options.gpu ?? null);
   try {
     const bits: number[] = [];

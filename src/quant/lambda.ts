@@ -117,6 +117,18 @@ export async function bisectLambda(
   return { lambda: best.lambda, trials };
 }
 
+/** At most `most` evenly spaced rows of a [rows, cols] matrix (the matrix itself when it has no more). */
+export function sampleRowsOf(weights: Float32Array, rows: number, cols: number, most: number): { sample: Float32Array; sampleRows: number } {
+  const sampleRows = Math.min(rows, most);
+  if (sampleRows === rows) return { sample: weights, sampleRows };
+  const sample = new Float32Array(sampleRows * cols);
+  for (let i = 0; i < sampleRows; i++) {
+    const r = Math.floor((i * rows) / sampleRows);
+    sample.set(weights.subarray(r * cols, (r + 1) * cols), i * cols);
+  }
+  return { sample, sampleRows };
+}
+
 /** Stored bits of one tensor at each λ of a grid, for choosing one λ for a whole model. */
 export interface RateCurve {
   /** Parameters of the tensor. */
@@ -141,15 +153,7 @@ export async function measureRateCurve(
   lambdas: readonly number[] = RATE_CURVE_LAMBDAS,
 ): Promise<RateCurve> {
   if (options.optimizer !== 'rd-search') throw new EqzError('InvalidValue', 'rate curves are measured with rd-search', { tensor: options.name });
-  const sampleRows = Math.min(rows, CURVE_SAMPLE_ROWS);
-  let sample = weights;
-  if (sampleRows < rows) {
-    sample = new Float32Array(sampleRows * cols);
-    for (let i = 0; i < sampleRows; i++) {
-      const r = Math.floor((i * rows) / sampleRows);
-      sample.set(weights.subarray(r * cols, (r + 1) * cols), i * cols);
-    }
-  }
+  const { sample, sampleRows } = sampleRowsOf(weights, rows, cols, CURVE_SAMPLE_ROWS);
   const session = await SearchSession.open(sample, sampleRows, cols, deviceFor(options.gpu, sampleRows, cols, 'rd-search'));
   try {
     const bits: number[] = [];
