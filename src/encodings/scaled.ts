@@ -59,8 +59,22 @@ export interface ScaledPayload {
   codes: Uint8Array;
 }
 
-/** Parses and checks a scaled payload (spec §7.5): layout, scales, padding, the code stream, NaN codes. */
-export function decodeScaledPayload(payload: Uint8Array, encoding: ScaledEncoding, shape: readonly number[]): ScaledPayload {
+/** The part of a scaled payload before its code stream: the scales, checked, and where the stream starts. */
+export interface ScaledHeader {
+  scaleDtype: ScaleDtype;
+  rows: number;
+  rowLength: number;
+  /** One f32 scale per row (widened exactly from scaleDtype). */
+  scales: Float32Array;
+  /** Payload offset of the code stream. */
+  streamOffset: number;
+}
+
+/**
+ * Parses and checks everything of a scaled payload before its code stream (spec §7.5): scale_dtype, the
+ * reserved field, every scale, the padding. Error offsets count from the payload's first byte.
+ */
+export function parseScaledHeader(payload: Uint8Array, shape: readonly number[]): ScaledHeader {
   const { rows, rowLength } = scaledGeometry(shape);
   const reader = new ByteReader(payload);
   const malformed = (message: string, at: number): never => reader.fail('Malformed', message, at);
@@ -81,22 +95,29 @@ export function decodeScaledPayload(payload: Uint8Array, encoding: ScaledEncodin
     }
   }
   while (reader.position % 4 !== 0) if (reader.u8('padding') !== 0) malformed('padding after the scales is not zero', reader.offset - 1);
-  const streamAt = reader.position;
+  return { scaleDtype: scaleDtype!, rows, rowLength, scales, streamOffset: reader.position };
+}
+
+/** Parses and checks a scaled payload (spec §7.5): layout, scales, padding, the code stream, NaN codes. */
+export function decodeScaledPayload(payload: Uint8Array, encoding: ScaledEncoding, shape: readonly number[]): ScaledPayload {
+  const { scaleDtype, rows, rowLength, scales, streamOffset } = parseScaledHeader(payload, shape);
   const elements = rows * rowLength;
   let decoded;
   try {
-    decoded = decodeStream(payload.subarray(streamAt), { expectedSymbols: elements, expectedSymbolBits: 8, maxSymbols: elements });
+    decoded = decodeStream(payload.subarray(streamOffset), { expectedSymbols: elements, expectedSymbolBits: 8, maxSymbols: elements });
   } catch (error) {
-    throw error instanceof EqzError ? error.locate({ offsetBase: streamAt }) : error;
+    throw error instanceof EqzError ? error.locate({ offsetBase: streamOffset }) : error;
   }
-  if (streamAt + decoded.byteLength !== payload.length) malformed('bytes after the code stream', streamAt + decoded.byteLength);
+  if (streamOffset + decoded.byteLength !== payload.length) {
+    throw new EqzError('Malformed', 'bytes after the code stream', { offset: streamOffset + decoded.byteLength });
+  }
   const codes = decoded.symbols;
   if (encoding === 'fp8-e4m3') {
     for (let i = 0; i < codes.length; i++) {
       if ((codes[i]! & 0x7f) === 0x7f) throw new EqzError('InvalidValue', `E4M3 NaN code 0x${codes[i]!.toString(16)} at element ${i}`);
     }
   }
-  return { scaleDtype: scaleDtype!, scales, codes };
+  return { scaleDtype, scales, codes };
 }
 
 /** Dequantized values as f32: mul32(f32(value(code)), f32(scale[row])), spec §7.5. */

@@ -9,6 +9,7 @@
  * dispatch; a dispatch's `data` buffer holds its descriptors, decode tables, scales and the chunks' states and
  * words, and its output binding covers the outputs of its chunks, each at most `maxBindingBytes`.
  */
+import { parseScaledHeader, type ScaledHeader } from '../encodings/scaled.js';
 import { DTYPE_SIZE, type Dtype } from '../container/format.js';
 import { numElements, type TensorEntry } from '../container/table.js';
 import { EqzError } from '../errors.js';
@@ -17,7 +18,6 @@ import { checkExpectations } from '../codec/stream-decode.js';
 import {
   checkStoredBody, parseRansLayout, parseStreamHeader, STATE_BYTES, streamError, type RansLayout, type StreamHeader,
 } from '../codec/stream-format.js';
-import { bf16BitsToF32, f16BitsToF32 } from '../tensor/dtype.js';
 
 /**
  * What a tensor decodes to on the GPU: `source` is the tensor's own dtype (for fp8-e4m3 / int8 the dtype it was
@@ -80,66 +80,21 @@ const BINDING_ALIGNMENT = 256;
 /** At most this many chunks share a workgroup (the kernel's MAX_CHUNKS_PER_GROUP). */
 export const MAX_CHUNKS_PER_GROUP = 8;
 
-const ENTQUANT_HEADER_BYTES = 8;
 const PLANES_HEADER_BYTES = 8;
-const SCALE_DTYPES: readonly Dtype[] = ['F32', 'F16', 'BF16'];
-const MIN_SCALE = 2 ** -64;
-const MAX_SCALE = 2 ** 64;
 
 const alignUp = (value: number, to: number): number => Math.ceil(value / to) * to;
 const alignDown = (value: number, to: number): number => Math.floor(value / to) * to;
 
-/** A parsed fp8-e4m3 / int8 payload (spec §"2 fp8-e4m3 and 3 int8"). */
-interface QuantizedPayload {
-  rows: number;
-  rowLength: number;
-  /** The row scales, converted exactly to f32. */
-  scales: Float32Array;
-  /** Offset of the code stream in the payload. */
-  streamOffset: number;
-}
-
-/**
- * Parses and checks the scales part of an fp8-e4m3 / int8 payload: rank ≥ 2, a known scale dtype, reserved 0,
- * every scale finite, positive and within [2^-64, 2^64] (InvalidValue otherwise). The code stream follows at
- * `streamOffset`.
- */
-function parseQuantizedPayload(entry: TensorEntry, payload: Uint8Array): QuantizedPayload {
-  const tensor = entry.name;
-  if (entry.shape.length < 2) {
-    throw new EqzError('Malformed', `${entry.encoding} needs rank ≥ 2, shape is [${entry.shape.join(', ')}]`, { tensor });
-  }
+/** The scales and stream offset of an fp8-e4m3/int8 payload, checked as the CPU decoder checks them. */
+function parseQuantizedPayload(entry: TensorEntry, payload: Uint8Array): ScaledHeader {
   if (entry.dtype !== 'F32' && entry.dtype !== 'F16' && entry.dtype !== 'BF16') {
-    throw new EqzError('UnsupportedDtype', `${entry.encoding} tensors must have dtype F32, F16 or BF16, not ${entry.dtype}`, { tensor });
+    throw new EqzError('UnsupportedDtype', `${entry.encoding} tensors must have dtype F32, F16 or BF16, not ${entry.dtype}`, { tensor: entry.name });
   }
-  if (payload.length < ENTQUANT_HEADER_BYTES) {
-    throw new EqzError('Malformed', `payload of ${payload.length} bytes is shorter than its 8-byte header`, { tensor, offset: 0 });
+  try {
+    return parseScaledHeader(payload, entry.shape);
+  } catch (error) {
+    throw error instanceof EqzError ? error.locate({ tensor: entry.name }) : error;
   }
-  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  const scaleDtype = SCALE_DTYPES[view.getUint32(0, true)];
-  if (scaleDtype === undefined) throw new EqzError('Malformed', `unknown scale_dtype ${view.getUint32(0, true)}`, { tensor, offset: 0 });
-  if (view.getUint32(4, true) !== 0) throw new EqzError('Malformed', 'reserved field is not 0', { tensor, offset: 4 });
-  const rows = entry.shape[0]!;
-  const numel = numElements(entry.shape);
-  const scaleBytes = DTYPE_SIZE[scaleDtype];
-  const streamOffset = alignUp(ENTQUANT_HEADER_BYTES + rows * scaleBytes, 4);
-  if (streamOffset > payload.length) {
-    throw new EqzError('Malformed', `payload of ${payload.length} bytes cannot hold ${rows} ${scaleDtype} scales`, { tensor, offset: ENTQUANT_HEADER_BYTES });
-  }
-  const scales = new Float32Array(rows);
-  for (let row = 0; row < rows; row++) {
-    const at = ENTQUANT_HEADER_BYTES + row * scaleBytes;
-    const scale = scaleDtype === 'F32' ? view.getFloat32(at, true)
-      : scaleDtype === 'F16' ? f16BitsToF32(view.getUint16(at, true)) : bf16BitsToF32(view.getUint16(at, true));
-    if (!(scale >= MIN_SCALE && scale <= MAX_SCALE)) {
-      throw new EqzError('InvalidValue', `scale of row ${row} is ${scale}, outside [2^-64, 2^64]`, { tensor, offset: at });
-    }
-    scales[row] = scale;
-  }
-  for (let at = ENTQUANT_HEADER_BYTES + rows * scaleBytes; at < streamOffset; at++) {
-    if (payload[at] !== 0) throw new EqzError('Malformed', 'nonzero scale padding', { tensor, offset: at });
-  }
-  return { rows, rowLength: rows === 0 ? 0 : numel / rows, scales, streamOffset };
 }
 
 /** A coded stream of a request, parsed, and where its decoded elements go. */
