@@ -8,10 +8,9 @@
  * log-softmax reductions run over as many positions per block as one logits binding can hold. Token embeddings are
  * gathered on the host (one row per token), so the embedding matrix never has to be indexed across chunks.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { EqzError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
+import { readWgsl } from '../gpu/wgsl-files.js';
 import type { LlamaModelSource, WindowScorer } from './evaluate.js';
 import type { LlamaConfig } from './llama-config.js';
 import { ropeTable } from './rope.js';
@@ -35,18 +34,9 @@ const MATMUL_TILE = 32;
 /** Bytes reserved per dispatch in the uniform buffer; every kernel's parameters fit in 32. */
 const PARAMS_BYTES = 32;
 
-/** wgsl/ beside src/ (running from source) or beside dist/ (running the build). */
-function shaderDirectory(): string {
-  for (const relative of ['../../wgsl/', '../../../wgsl/']) {
-    const path = fileURLToPath(new URL(relative, import.meta.url));
-    if (existsSync(`${path}llama-matmul.wgsl`)) return path;
-  }
-  throw new Error('the WGSL kernels (wgsl/llama-*.wgsl) were not found beside the eqz sources');
-}
-
 /** The pipelines of `entryPoints` in wgsl/`file`; a shader that does not compile is an error naming its lines. */
 async function compile(device: GPUDevice, file: string, entryPoints: string[]): Promise<GPUComputePipeline[]> {
-  const module = device.createShaderModule({ label: file, code: readFileSync(`${shaderDirectory()}${file}`, 'utf8') });
+  const module = device.createShaderModule({ label: file, code: readWgsl(file) });
   const errors = (await module.getCompilationInfo()).messages.filter((message) => message.type === 'error');
   if (errors.length > 0) {
     throw new Error(`${file} does not compile: ${errors.map((e) => `${e.lineNum}:${e.linePos} ${e.message}`).join('; ')}`);

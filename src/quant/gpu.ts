@@ -4,17 +4,7 @@
  * and the row chunking that keeps every storage binding within the adapter's limit (the GLES software adapter
  * allows 128 MiB).
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-
-/** The quantizers' kernels in wgsl/ (beside src/ when running from source, beside dist/ when built). */
-function shaderSource(file: string): string {
-  for (const relative of ['../../wgsl/', '../../../wgsl/']) {
-    const path = fileURLToPath(new URL(relative + file, import.meta.url));
-    if (existsSync(path)) return readFileSync(path, 'utf8');
-  }
-  throw new Error(`the WGSL kernel ${file} was not found beside the eqz sources`);
-}
+import { readWgsl } from '../gpu/wgsl-files.js';
 
 const moduleCache = new WeakMap<GPUDevice, Map<string, Promise<GPUShaderModule>>>();
 const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
@@ -40,7 +30,7 @@ function cached<T>(cache: WeakMap<GPUDevice, Map<string, Promise<T>>>, device: G
  */
 function shaderModule(device: GPUDevice, file: string): Promise<GPUShaderModule> {
   return cached(moduleCache, device, file, async () => {
-    const module = device.createShaderModule({ label: file, code: shaderSource(file) });
+    const module = device.createShaderModule({ label: file, code: readWgsl(file) });
     const errors = (await module.getCompilationInfo()).messages.filter((message) => message.type === 'error');
     if (errors.length > 0) {
       throw new Error(`${file} does not compile: ${errors.map((e) => `${e.lineNum}:${e.linePos} ${e.message}`).join('; ')}`);
