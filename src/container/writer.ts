@@ -8,7 +8,7 @@ import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { EqzError } from '../errors.js';
 import { temporaryPath, trackTemporary } from '../io/temporary.js';
 import { xxh32, Xxh32 } from '../codec/xxh32.js';
-import { DEFAULT_ALIGNMENT, FORMAT_VERSION, HEADER_SIZE, LIMITS, type Dtype, type Encoding } from './format.js';
+import { DEFAULT_ALIGNMENT, FORMAT_VERSION, HEADER_SIZE, LIMITS, MAX_ALIGNMENT, MIN_ALIGNMENT, type Dtype, type Encoding } from './format.js';
 import { encodeHeader, encodeTable, numElements, type Metadata, type TensorEntry } from './table.js';
 
 export interface EqzWriterOptions {
@@ -42,8 +42,8 @@ export class EqzWriter {
 
   static async create(path: string, options: EqzWriterOptions = {}): Promise<EqzWriter> {
     const alignment = options.alignment ?? DEFAULT_ALIGNMENT;
-    if (alignment < 8 || alignment > 65536 || (alignment & (alignment - 1)) !== 0) {
-      throw new Error(`alignment ${alignment} must be a power of two between 8 and 65536`);
+    if (alignment < MIN_ALIGNMENT || alignment > MAX_ALIGNMENT || (alignment & (alignment - 1)) !== 0) {
+      throw new Error(`alignment ${alignment} must be a power of two between ${MIN_ALIGNMENT} and ${MAX_ALIGNMENT}`);
     }
     const temporary = temporaryPath(path);
     const handle = await open(temporary, 'wx');
