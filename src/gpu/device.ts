@@ -7,6 +7,7 @@
  * - `swiftshader`: SwiftShader Vulkan shipped with Debian's Chromium — core mode, subgroups of size 4.
  * Every caller says which adapter it got: {@link GpuContext.description}.
  */
+import { gpuContextOf, isSoftwareAdapter } from './context.js';
 
 export type DeviceChoice = 'auto' | 'gpu' | 'cpu';
 export type SoftwareAdapter = 'gles' | 'swiftshader';
@@ -26,7 +27,6 @@ export interface GpuContext {
 }
 
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
-const SOFTWARE_NAME = /swiftshader|llvmpipe|lavapipe|softpipe|software/i;
 
 interface DawnModule {
   create(options: string[]): GPU;
@@ -58,19 +58,9 @@ async function loadDawn(): Promise<DawnModule> {
   return dawn;
 }
 
-function adapterText(adapter: GPUAdapter): string {
-  const info = adapter.info;
-  return [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
-}
-
-function isSoftware(adapter: GPUAdapter): boolean {
-  return (adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter === true
-    || SOFTWARE_NAME.test(adapterText(adapter));
-}
-
 async function hardwareAdapter(module: DawnModule): Promise<GPUAdapter | null> {
   const adapter = await instance(module, []).requestAdapter({ powerPreference: 'high-performance' });
-  return adapter && !isSoftware(adapter) ? adapter : null;
+  return adapter && !isSoftwareAdapter(adapter.info) ? adapter : null;
 }
 
 async function softwareAdapter(module: DawnModule, which: SoftwareAdapter): Promise<GPUAdapter | null> {
@@ -92,19 +82,7 @@ async function openDevice(adapter: GPUAdapter, backend: GpuContext['backend']): 
   const requiredLimits: Record<string, number> = {};
   for (const name of limitNames) requiredLimits[name] = adapter.limits[name];
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
-  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
-  const software = isSoftware(adapter);
-  const name = info.description || info.device || info.vendor || 'unknown adapter';
-  return {
-    device,
-    description: `${name} (${backend}${software ? ', software' : ''})`,
-    software,
-    backend,
-    subgroups: requiredFeatures.includes('subgroups'),
-    subgroupMinSize: info.subgroupMinSize ?? 0,
-    subgroupMaxSize: info.subgroupMaxSize ?? 0,
-    timestamps: requiredFeatures.includes('timestamp-query'),
-  };
+  return gpuContextOf(device, backend, adapter.info);
 }
 
 const NO_WEBGPU_HELP =
