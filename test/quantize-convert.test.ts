@@ -11,6 +11,7 @@ import { EqzReader } from '../src/container/reader.js';
 import { fileSource } from '../src/container/file-source.js';
 import { initCodec, decodeStream } from '../src/codec/index.js';
 import { E4M3_VALUES, fromFloat32, toFloat32 } from '../src/tensor/dtype.js';
+import { openEqz } from '../src/decoder.js';
 import { eqz, SHARED_DATA, tempDir } from './helpers.js';
 
 const dir = await tempDir();
@@ -61,6 +62,32 @@ describe('eqz convert --bits on stories260K', () => {
     await reader.close();
     await restored.close();
     expect(JSON.parse(await readFile(join(back, 'config.json'), 'utf8'))).toEqual(JSON.parse(await readFile(join(model, 'config.json'), 'utf8')));
+  });
+
+  it('--format auto stores each tensor on the grid it chose, decoding to the error the quantizer reported', async () => {
+    const packed = join(dir, 'auto.eqz');
+    expect((await eqz('convert', model, '-o', packed, '--bits', '4', '--format', 'auto', '--device', 'cpu')).status).toBe(0);
+    const file = await openEqz(new Uint8Array(await readFile(packed)));
+    const stats = JSON.parse(String(file.reader.metadata.get('eqz.stats')!.value)) as Record<string, { relL2: number }>;
+    const original = await openModel(model);
+    const grids = new Set<string>();
+    for (const entry of file.tensors.filter((t) => t.encoding === 'int8' || t.encoding === 'fp8-e4m3')) {
+      grids.add(entry.encoding);
+      const decoded = toFloat32(await file.decode(entry.name, { dtype: 'F32' }), 'F32');
+      const source = original.tensors.find((t) => t.name === entry.name)!;
+      const weights = toFloat32(await original.readTensor(source), source.dtype);
+      let error = 0;
+      let norm = 0;
+      for (let i = 0; i < weights.length; i++) {
+        error += (decoded[i]! - weights[i]!) ** 2;
+        norm += weights[i]! ** 2;
+      }
+      expect(Math.sqrt(error / norm), entry.name).toBeCloseTo(stats[entry.name]!.relL2, 6);
+    }
+    // Both grids win somewhere on this model, so a mix-up between them would show.
+    expect([...grids].sort()).toEqual(['fp8-e4m3', 'int8']);
+    await file.close();
+    await original.close();
   });
 
   it('keeps a non-contiguous shard layout (layers interleaved across shards) through quantization', async () => {

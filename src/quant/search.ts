@@ -94,7 +94,7 @@ class CpuSearchBackend implements SearchBackend {
   }
 
   async result(): Promise<{ codes: Uint8Array; indices: Uint32Array }> {
-    return { codes: this.codes, indices: this.indices };
+    return { codes: this.codes.slice(), indices: this.indices.slice() };
   }
 
   release(): void {}
