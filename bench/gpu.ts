@@ -3,14 +3,18 @@
  *
  * On a hardware adapter: a check of every decode path against the CPU reference (CI only sees the software
  * adapters' kernels), a sweep of kernel variants, then decoded GB/s for 1 GiB of FP8 codes (8 tensors of 128 Mi)
- * at about 2, 3 and 4 bits/param, one 4096×4096 tensor, and one transformer block (Llama-3-8B shapes, 218 M
- * params), with the stored size beside the order-0 entropy. On the software adapter the same at smaller sizes,
- * and the WASM decoder's single-thread GB/s for comparison. Data: FP8 codes sampled from a two-sided geometric
- * distribution over magnitudes whose ratio is solved for the target entropy, from a fixed seed.
+ * at about 2, 3 and 4 bits/param, one 4096×4096 tensor, one transformer block (Llama-3-8B shapes, 218 M
+ * params), and NVFP4 tensors whose payloads add up to 256 MiB, code streams of nibbles and of packed bytes, to
+ * BF16; with the stored size beside the order-0 entropy (NVFP4: codes plus block scales / 16). On the software
+ * adapter the same at smaller sizes, and the WASM decoder's single-thread GB/s for comparison. Data: FP8 codes
+ * sampled from a two-sided geometric distribution over magnitudes whose ratio is solved for the target entropy;
+ * NVFP4 codes and block scales sampled from the histograms of absmax NVFP4 (llm-compressor's) of LLM-like
+ * synthetic weights; all from fixed seeds.
  *
  * Timing: GPU timestamp queries around the decode pass where the adapter has them (median of repeats), and
  * wall time over back-to-back runs (submit to onSubmittedWorkDone). GB/s counts decoded output bytes.
- * Prints one table; writes $OUT/bench-gpu.json when $OUT is set. EQZ_BENCH_GIB scales the large case.
+ * Prints one table; writes $OUT/bench-gpu.json when $OUT is set. EQZ_BENCH_GIB scales the large FP8 case,
+ * EQZ_BENCH_NVFP4_MIB the NVFP4 one (default 256); EQZ_BENCH_SCALE shrinks every hardware case.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -18,17 +22,21 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EqzReader } from '../src/container/reader.js';
 import { bufferSource } from '../src/container/sources.js';
-import { decodeStream, entropyBitsPerSymbol, initCodec, parseRansLayout, parseStreamHeader } from '../src/codec/index.js';
+import { decodeStream, entropyBitsPerSymbol, initCodec, parseRansLayout, parseStreamHeader, type StreamHeader } from '../src/codec/index.js';
 import type { TensorEntry } from '../src/container/table.js';
 import { acquireGpu, type GpuContext, type SoftwareAdapter } from '../src/gpu/device.js';
 import { GpuDecoder, type GpuDecodeJob, type GpuDecoderOptions, type GpuDecodeRequest, type GpuOutput } from '../src/gpu/decode.js';
 import { referenceDecode } from '../src/gpu/decode-reference.js';
 import {
-  compareWithCpu, firstDifference, quantizedPayload, quantizedRequest, rowScales, selfCheckRequests, syntheticEntry,
+  compareWithCpu, firstDifference, nvfp4Payload, quantizedPayload, quantizedRequest, rowScales, selfCheckRequests, syntheticEntry,
 } from '../src/gpu/decode-selfcheck.js';
+import { NVFP4_BLOCK, quantizeAbsmaxNvfp4, unpackCodes, type CodePacking } from '../src/nvfp4/index.js';
+import { syntheticWeights } from '../src/tensor/synthetic.js';
 
 const REPEATS = 10;
 const GIB = 2 ** 30;
+/** The `targetBits` of NVFP4 rows: what NVFP4 stores without entropy coding (4-bit codes, an 8-bit scale per 16). */
+const NVFP4_BITS = 4.5;
 
 /** Llama-3-8B decoder block: [rows, cols] of q, k, v, o, gate, up, down. */
 const BLOCK_SHAPES: [string, number, number][] = [
@@ -62,7 +70,22 @@ function geometric(ratio: number): { probabilities: number[]; bits: number } {
   return { probabilities, bits };
 }
 
-/** A 65536-entry lookup from 16 random bits to a magnitude index, for a distribution of about `bits` bits/code. */
+/** A 65536-entry lookup from 16 random bits to a symbol drawn with the given probabilities (summing to 1). */
+function samplerOf(probabilities: readonly number[]): Uint8Array {
+  const table = new Uint8Array(65536);
+  let at = 0;
+  let cumulative = 0;
+  probabilities.forEach((p, symbol) => {
+    cumulative += p;
+    const end = Math.min(65536, Math.round(cumulative * 65536));
+    table.fill(symbol, at, Math.max(at, end));
+    at = Math.max(at, end);
+  });
+  table.fill(probabilities.length - 1, at);
+  return table;
+}
+
+/** A sampler of E4M3 magnitude indices for a distribution of about `bits` bits/code. */
 function samplerFor(bits: number): Uint8Array {
   let low = 1e-6;
   let high = 0.999;
@@ -71,29 +94,18 @@ function samplerFor(bits: number): Uint8Array {
     if (geometric(mid).bits < bits) low = mid;
     else high = mid;
   }
-  const { probabilities } = geometric(low);
-  const table = new Uint8Array(65536);
-  let at = 0;
-  let cumulative = 0;
-  probabilities.forEach((p, magnitude) => {
-    cumulative += p;
-    const end = Math.min(65536, Math.round(cumulative * 65536));
-    table.fill(magnitude, at, Math.max(at, end));
-    at = Math.max(at, end);
-  });
-  table.fill(126, at);
-  return table;
+  return samplerOf(geometric(low).probabilities);
 }
 
-/** `count` E4M3 codes drawn from `sampler` (xorshift32 from `seed`; the sign from an independent bit). */
-function sampleCodes(count: number, sampler: Uint8Array, seed: number): Uint8Array {
+/** `count` symbols drawn from `sampler` (xorshift32 from `seed`), each ORed with the bits of `signBit` drawn independently. */
+function sampleCodes(count: number, sampler: Uint8Array, seed: number, signBit = 0x80): Uint8Array {
   const out = new Uint8Array(count);
   let state = (seed * 2654435761) >>> 0 || 1;
   for (let i = 0; i < count; i++) {
     state ^= state << 13;
     state ^= state >>> 17;
     state ^= state << 5;
-    out[i] = sampler[state >>> 16]! | ((state >>> 7) & 0x80);
+    out[i] = sampler[state >>> 16]! | ((state >>> 7) & signBit);
   }
   return out;
 }
@@ -101,34 +113,91 @@ function sampleCodes(count: number, sampler: Uint8Array, seed: number): Uint8Arr
 interface Tensor {
   request: GpuDecodeRequest;
   numel: number;
-  counts: Float64Array;
+  /** Order-0 entropy of what it stores, bits per param. */
+  entropyBits: number;
+  /** Bytes of its coded streams. */
   streamBytes: number;
-  /** rANS chunks of its stream: the parallelism the GPU gets. */
+  /** rANS chunks of its streams: the parallelism the GPU gets. */
   chunks: number;
+}
+
+/** Order-0 entropy of `symbols` in bits per symbol. */
+function entropyOf(symbols: Uint8Array): number {
+  const counts = new Float64Array(256);
+  for (let i = 0; i < symbols.length; i++) counts[symbols[i]!]++;
+  return entropyBitsPerSymbol(counts);
+}
+
+function chunkCount(header: StreamHeader): number {
+  return header.mode === 'rans' ? Math.ceil(header.symbolCount / 2 ** header.chunkLog2) : 0;
 }
 
 function fp8Tensor(name: string, rows: number, cols: number, sampler: Uint8Array, seed: number): Tensor {
   const codes = sampleCodes(rows * cols, sampler, seed);
-  const counts = new Float64Array(256);
-  for (let i = 0; i < codes.length; i++) counts[codes[i]!]++;
   const payload = quantizedPayload(codes, rowScales(rows, seed));
   const entry: TensorEntry = syntheticEntry(name, 'BF16', 'fp8-e4m3', [rows, cols]);
-  const header = parseStreamHeader(payload.subarray(8 + 4 * rows));
-  const chunks = header.mode === 'rans' ? Math.ceil(header.symbolCount / 2 ** header.chunkLog2) : 0;
-  return { request: { entry, payload }, numel: rows * cols, counts, streamBytes: payload.length - 8 - 4 * rows, chunks };
+  const chunks = chunkCount(parseStreamHeader(payload.subarray(8 + 4 * rows)));
+  return { request: { entry, payload }, numel: rows * cols, entropyBits: entropyOf(codes), streamBytes: payload.length - 8 - 4 * rows, chunks };
+}
+
+/** Samplers of E2M1 codes and E4M3 block scales with the histograms of absmax NVFP4 of LLM-like weights. */
+function nvfp4Samplers(): { codes: Uint8Array; blockScales: Uint8Array } {
+  const rows = 256;
+  const cols = 4096;
+  const { packed, blockScales } = quantizeAbsmaxNvfp4(syntheticWeights(rows, cols, { seed: 17 }), rows, cols);
+  const histogram = (symbols: Uint8Array, size: number): number[] => {
+    const counts = new Array<number>(size).fill(0);
+    for (const symbol of symbols) counts[symbol]!++;
+    return counts.map((count) => count / symbols.length);
+  };
+  return { codes: samplerOf(histogram(unpackCodes(packed), 16)), blockScales: samplerOf(histogram(blockScales, 256)) };
+}
+
+/** A [rows, cols] NVFP4 tensor (BF16 source) sampled from `samplers`, its code stream of `packing`. */
+function nvfp4Tensor(
+  name: string, rows: number, cols: number, samplers: ReturnType<typeof nvfp4Samplers>, packing: CodePacking, seed: number,
+): Tensor {
+  const numel = rows * cols;
+  const codes = sampleCodes(numel, samplers.codes, seed, 0);
+  const blockScales = sampleCodes(numel / NVFP4_BLOCK, samplers.blockScales, seed + 1, 0);
+  const packed = new Uint8Array(numel / 2);
+  for (let j = 0; j < packed.length; j++) packed[j] = codes[2 * j]! | (codes[2 * j + 1]! << 4);
+  const payload = nvfp4Payload({ packed, blockScales, globalScale: 2 ** 10, rows, cols }, packing);
+  const scaleHeader = parseStreamHeader(payload.subarray(8));
+  const codeHeader = parseStreamHeader(payload.subarray(8 + scaleHeader.byteLength));
+  return {
+    request: { entry: syntheticEntry(name, 'BF16', 'nvfp4', [rows, cols]), payload },
+    numel,
+    entropyBits: entropyOf(codes) + entropyOf(blockScales) / NVFP4_BLOCK,
+    streamBytes: payload.length - 8,
+    chunks: chunkCount(scaleHeader) + chunkCount(codeHeader),
+  };
+}
+
+/** NVFP4 tensors of [≤ 8192, 8192] whose payloads add up to at least `payloadBytes`. */
+function nvfp4Tensors(payloadBytes: number, packing: CodePacking, samplers: ReturnType<typeof nvfp4Samplers>): Tensor[] {
+  const cols = 8192;
+  const tensors: Tensor[] = [];
+  let stored = 0;
+  while (stored < payloadBytes) {
+    // About 3.5 stored bits a param: rows for what is left, at most 64 Mi params a tensor.
+    const rows = Math.max(1, Math.min(8192, Math.ceil(((payloadBytes - stored) * 8) / 3.5 / cols)));
+    const tensor = nvfp4Tensor(`nvfp4-${tensors.length}`, rows, cols, samplers, packing, 700 + tensors.length);
+    tensors.push(tensor);
+    stored += tensor.request.payload.length;
+  }
+  return tensors;
 }
 
 function summarize(tensors: Tensor[]): { params: number; entropyBits: number; storedBits: number; chunks: number } {
-  const counts = new Float64Array(256);
   let params = 0;
   let streamBytes = 0;
   for (const tensor of tensors) {
-    tensor.counts.forEach((count, code) => { counts[code]! += count; });
     params += tensor.numel;
     streamBytes += tensor.streamBytes;
   }
   // Per-tensor entropies weighted by size: each tensor is coded with its own table.
-  const entropyBits = tensors.reduce((sum, t) => sum + entropyBitsPerSymbol(t.counts) * t.numel, 0) / params;
+  const entropyBits = tensors.reduce((sum, t) => sum + t.entropyBits * t.numel, 0) / params;
   return { params, entropyBits, storedBits: (8 * streamBytes) / params, chunks: tensors.reduce((sum, t) => sum + t.chunks, 0) };
 }
 
@@ -211,8 +280,8 @@ async function measureOnce(
     await warmUp(gpu, job, gpu.software ? 0 : 300);
     const wall = await wallMs(gpu, job, repeats);
     const gpuMs = await timestampMs(gpu, job, repeats);
-    const status = await job.readStatus();
-    if (status[0] !== 0) throw new Error(`${name}: chunk failure reported while timing`);
+    const failure = job.failureOf(await job.readStatus());
+    if (failure) throw new Error(`${name}: chunk failure reported while timing: ${failure.message}`);
     const summary = summarize(tensors);
     const seconds = (gpuMs ?? wall) / 1e3;
     return {
@@ -230,7 +299,7 @@ function describe(decoder: GpuDecoder): string {
   return `${decoder.kernel}/${decoder.table}/${decoder.chunksPerWorkgroup}`;
 }
 
-/** The valid conformance vectors' tensors (nvfp4 excepted) decoded on the GPU: names of those whose sha256 differs. */
+/** The valid conformance vectors' tensors decoded on the GPU: names of those whose sha256 differs. */
 async function vectorMismatches(decoder: GpuDecoder): Promise<string[]> {
   const directory = fileURLToPath(new URL('../../spec/vectors/', import.meta.url));
   const manifest = JSON.parse(readFileSync(join(directory, 'manifest.json'), 'utf8')) as {
@@ -239,7 +308,7 @@ async function vectorMismatches(decoder: GpuDecoder): Promise<string[]> {
   const wrong: string[] = [];
   for (const vector of manifest.valid) {
     const reader = await EqzReader.open(bufferSource(readFileSync(join(directory, vector.file))));
-    const entries = reader.tensors.filter((entry) => entry.encoding !== 'nvfp4');
+    const entries = reader.tensors;
     const requests = await Promise.all(entries.map(async (entry) => ({ entry, payload: await reader.readPayload(entry) })));
     const tensors = await decoder.decodeToBuffers(requests);
     for (const [i, entry] of entries.entries()) {
@@ -311,6 +380,7 @@ async function main(): Promise<void> {
   const gib = Number(process.env.EQZ_BENCH_GIB ?? 1) * scale;
   const scaled = (rows: number): number => Math.max(1, Math.round(rows * scale));
   const samplers = new Map([2, 3, 4].map((bits) => [bits, samplerFor(bits)]));
+  const nvfp4Sampling = nvfp4Samplers();
 
   let hardware: GpuContext | null = null;
   try {
@@ -359,6 +429,11 @@ async function main(): Promise<void> {
     for (const output of ['codes', 'BF16'] as const) rows.push(...await measure(gpu, decoder, 'hardware', '4096x4096 3-bit', single, output, 3, REPEATS, notes));
     const block = BLOCK_SHAPES.map(([name, r, c], i) => fp8Tensor(name, scaled(r), c, samplers.get(3)!, 50 + i));
     for (const output of ['codes', 'BF16'] as const) rows.push(...await measure(gpu, decoder, 'hardware', 'block (Llama-3-8B) 3-bit', block, output, 3, REPEATS, notes));
+    const mib = Number(process.env.EQZ_BENCH_NVFP4_MIB ?? 256) * scale;
+    for (const packing of ['nibble', 'byte'] as const) {
+      const tensors = nvfp4Tensors(mib * 2 ** 20, packing, nvfp4Sampling);
+      rows.push(...await measure(gpu, decoder, 'hardware', `${mib} MiB NVFP4 ${packing}`, tensors, 'BF16', NVFP4_BITS, REPEATS, notes));
+    }
   }
 
   const software = await softwareGpu();
@@ -369,6 +444,10 @@ async function main(): Promise<void> {
     for (const bits of [2, 3, 4]) {
       const tensors = [fp8Tensor('w', 2048, 4096, samplers.get(bits)!, 900 + bits)];
       for (const output of ['codes', 'BF16'] as const) rows.push(...await measure(gpu, decoder, name, `8M ${bits}-bit`, tensors, output, bits, 3, notes));
+    }
+    for (const packing of ['nibble', 'byte'] as const) {
+      const tensors = [nvfp4Tensor('w', 1024, 8192, nvfp4Sampling, packing, 950)];
+      rows.push(...await measure(gpu, decoder, name, `8M NVFP4 ${packing}`, tensors, 'BF16', NVFP4_BITS, 3, notes));
     }
   } else {
     notes.push('no software adapter');

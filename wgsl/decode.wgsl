@@ -1,5 +1,6 @@
-// rANS decoding of coded streams (spec/eqz.md §"Coded stream") straight into tensor outputs: symbols as bytes,
-// or FP8 E4M3 / INT8 codes dequantized with per-row scales to F32, BF16 or F16 (spec §"2 fp8-e4m3 and 3 int8").
+// rANS decoding of coded streams (spec/eqz.md §6) straight into tensor outputs: symbols as they are (bytes, or
+// nibbles packed two to a byte), FP8 E4M3 / INT8 codes dequantized with per-row scales to F32, BF16 or F16
+// (spec §7.5), or NVFP4's E2M1 codes dequantized with their block scales (spec §7.6, decode-nvfp4.wgsl).
 //
 // READ ME FIRST
 // - One invocation per lane: a chunk's 32 lanes are 32 invocations, and a workgroup decodes up to
@@ -10,9 +11,9 @@
 // - Words never come from memory inside that dependency chain: the chunk's lanes hold a 64-word window of the
 //   word stream (two words each), and a lane takes its word from the word's holder. The window slides by 32
 //   words once half of it is consumed, onto words loaded one or two slides earlier.
-// - Outputs are written as whole u32 words: the elements a word holds come from 4 (bytes), 2 (16-bit) or
-//   1 (F32) consecutive lanes of one row, so lanes collect ELEMENTS_PER_WORD rows, then gather: 32 coalesced
-//   words per group of rows.
+// - Outputs are written as whole u32 words: the symbols a word holds come from 8 (nibbles), 4 (bytes), 2 (16-bit)
+//   or 1 (32-bit) consecutive lanes of one row, so lanes collect SYMBOLS_PER_WORD rows, then gather: 32 coalesced
+//   words per group of rows. A symbol of 64 output bits (an NVFP4 pair of elements as F32) fills two words alone.
 // - The decoding is written once, against three chunk-wide operations (ballot, shuffle, shuffle by lane xor).
 //   WIDE implements them with subgroup operations (subgroups of 32, 64 or
 //   128: a chunk is 32 consecutive invocations of one subgroup, no barriers). Otherwise they go through
@@ -23,7 +24,7 @@
 //   state below 2^16, or decodes an E4M3 NaN code reports (chunk id, reason) to `status`; the host turns that
 //   into an EqzError. Every index into `output` comes from host-built descriptors.
 //
-// Variants are chosen by the host: `// #if NAME` blocks (SUBGROUPS, WIDE, TABLE_IN_WORKGROUP) are kept or
+// Variants are chosen by the host: `// #if NAME` blocks (SUBGROUPS, WIDE, TABLE_IN_WORKGROUP, NVFP4) are kept or
 // dropped before compilation (src/gpu/decode-shaders.ts), everything else by override constants.
 
 // #if SUBGROUPS
@@ -60,10 +61,12 @@ const FAILURE_WORDS_EXHAUSTED = 2u;
 const FAILURE_END_STATE = 3u;
 const FAILURE_INVALID_CODE = 4u;
 
-// status[0]: ~(smallest chunk id × 8 + reason), 0 if none; status[1]: nonzero when the subgroups were not laid out
-// as WIDE needs.
+// status[0]: ~(smallest chunk id × 8 + reason) of the chunks that do not decode exactly, 0 if none; status[1]:
+// nonzero when the subgroups were not laid out as WIDE needs; status[2]: as status[0], of the chunks that decode
+// an E4M3 NaN code (kept apart: the CPU decoder checks codes only once their whole stream has decoded).
 const STATUS_FAILURE = 0u;
 const STATUS_LAYOUT = 1u;
+const STATUS_INVALID_CODE = 2u;
 
 // Header of `data` (u32 indices).
 const HEADER_GROUP_COUNT = 0u;
@@ -95,6 +98,7 @@ const STREAM_ROW_LENGTH = 3u;
 const STREAM_CHECK_CODES = 4u; // 1: E4M3 NaN codes (0x7F, 0xFF) may decode and must be caught
 const STREAM_SCALE_LIMIT = 5u; // u32 index of the last scale the batch holds for this stream
 const STREAM_VALUES = 6u;      // VALUES_*: what the codes mean when dequantized
+const STREAM_RECIPROCAL = 7u;  // NVFP4: f32 bits of m = RNE_f32(1 / global_scale), computed on the host
 
 override OUTPUT_FORMAT: u32 = FORMAT_BYTES;
 /** At most MAX_CHUNKS_PER_GROUP (workgroup arrays are sized for that many). */
@@ -103,10 +107,20 @@ override WORKGROUP_SIZE: u32 = CHUNKS_PER_GROUP * LANES;
 /** WIDE: the adapter's subgroup size when it is fixed (lets the compiler fold the chunk's ballot word), else 0. */
 override SUBGROUP_SIZE: u32 = 0u;
 
-/** Elements per output word, which is also the rows a lane collects before a gather. */
-override ELEMENTS_PER_WORD: u32 = select(select(2u, 1u, OUTPUT_FORMAT == FORMAT_F32), 4u, OUTPUT_FORMAT == FORMAT_BYTES);
-override ELEMENT_BITS: u32 = 32u / ELEMENTS_PER_WORD;
-override ELEMENT_MASK: u32 = 0xFFFFFFFFu >> (32u - ELEMENT_BITS);
+/** Bits of the stream's symbols: 8, or 4 (nibbles: stored two to a byte, written as nibbles by FORMAT_BYTES). */
+override SYMBOL_BITS: u32 = 8u;
+/** Output elements per symbol: 1, or 2 for NVFP4 codes coded as packed bytes (two E2M1 codes a symbol). */
+override SYMBOL_ELEMENTS: u32 = 1u;
+
+/** Bits of one output element: the symbol itself (FORMAT_BYTES) or a float. */
+override ELEMENT_BITS: u32 = select(select(16u, 32u, OUTPUT_FORMAT == FORMAT_F32), SYMBOL_BITS, OUTPUT_FORMAT == FORMAT_BYTES);
+/** Output bits of one symbol: 4 to 64. */
+override SYMBOL_OUTPUT_BITS: u32 = ELEMENT_BITS * SYMBOL_ELEMENTS;
+/** Symbols per output word, which is also the rows a lane collects before a gather (1 when a symbol fills words). */
+override SYMBOLS_PER_WORD: u32 = max(32u / SYMBOL_OUTPUT_BITS, 1u);
+/** Output words per symbol: 2 for 64-bit symbols, else 1. */
+override WORDS_PER_SYMBOL: u32 = max(SYMBOL_OUTPUT_BITS / 32u, 1u);
+override SYMBOL_MASK: u32 = (1u << SYMBOL_BITS) - 1u;
 
 @group(0) @binding(0) var<storage, read> data: array<u32>;
 @group(0) @binding(1) var<storage, read_write> output: array<u32>;
@@ -148,8 +162,10 @@ fn symbolOf(entry: u32) -> u32 {
   return (entry >> 12u) & 0xFFu;
 }
 
-fn storedSymbol(byteIndex: u32) -> u32 {
-  return (data[byteIndex >> 2u] >> ((byteIndex & 3u) << 3u)) & 0xFFu;
+/** Symbol `index` of a stored chunk whose first symbol is at byte `firstByte` of `data` (nibbles: low one first). */
+fn storedSymbol(firstByte: u32, index: u32) -> u32 {
+  let bit = ((firstByte & 3u) << 3u) + index * SYMBOL_BITS;
+  return (data[(firstByte >> 2u) + (bit >> 5u)] >> (bit & 31u)) & SYMBOL_MASK;
 }
 
 // #include decode-float.wgsl
@@ -169,13 +185,8 @@ fn codeValueBits(code: u32, values: u32) -> u32 {
   return sign | ((magnitude << 20u) + (120u << 23u));
 }
 
-/** The output element of `symbol` in a tensor row with scale `scale`: y = RNE_T(f32(value) × f32(scale)). */
-fn outputElement(symbol: u32, scale: f32) -> u32 {
-  if (OUTPUT_FORMAT == FORMAT_BYTES) {
-    return symbol;
-  }
-  // WGSL's f32 multiply is correctly rounded; the spec keeps every product normal, so no flushing matters.
-  let product = bitcast<u32>(bitcast<f32>(codeValues[symbol]) * scale);
+/** RNE_T of a dequantized product's f32 bits, T the output format (F32, BF16 or F16). */
+fn outputBits(product: u32) -> u32 {
   if (OUTPUT_FORMAT == FORMAT_F32) {
     return product;
   }
@@ -210,16 +221,23 @@ struct Stream {
   checkCodes: bool,
   scaleLimit: u32,
   values: u32,
+  reciprocal: f32,
 }
 
 fn streamAt(index: u32) -> Stream {
   let at = data[HEADER_STREAM_TABLE] + index * STREAM_WORDS;
   return Stream(data[at + STREAM_MODE], data[at + STREAM_TABLE], data[at + STREAM_SCALES], data[at + STREAM_ROW_LENGTH],
-    data[at + STREAM_CHECK_CODES] != 0u, data[at + STREAM_SCALE_LIMIT], data[at + STREAM_VALUES]);
+    data[at + STREAM_CHECK_CODES] != 0u, data[at + STREAM_SCALE_LIMIT], data[at + STREAM_VALUES],
+    bitcast<f32>(data[at + STREAM_RECIPROCAL]));
 }
 
+// What a lane needs to know about its next symbol's place in the tensor to dequantize it (a Cursor), and the
+// symbol's output bits: NVFP4 codes (block scales, decode-nvfp4.wgsl), or codes with per-row scales (here).
+// #if NVFP4
+// #include decode-nvfp4.wgsl
+// #else
 /** Where a lane's next element lies in its tensor: row, position in the row, and that row's scale. */
-struct RowCursor {
+struct Cursor {
   row: u32,
   column: u32,
   scale: f32,
@@ -231,16 +249,16 @@ fn rowScale(stream: Stream, row: u32) -> f32 {
 }
 
 /** The cursor of element `element` of a stream. */
-fn startCursor(element: u32, stream: Stream) -> RowCursor {
+fn startCursor(element: u32, stream: Stream) -> Cursor {
   if (OUTPUT_FORMAT == FORMAT_BYTES) {
-    return RowCursor(0u, 0u, 1.0);
+    return Cursor(0u, 0u, 1.0);
   }
   let row = element / stream.rowLength;
-  return RowCursor(row, element - row * stream.rowLength, rowScale(stream, row));
+  return Cursor(row, element - row * stream.rowLength, rowScale(stream, row));
 }
 
 /** Moves a lane's cursor one chunk row (32 elements) on; rows shorter than 32 elements are crossed one by one. */
-fn advanceCursor(cursor: ptr<function, RowCursor>, stream: Stream) {
+fn advanceCursor(cursor: ptr<function, Cursor>, stream: Stream) {
   if (OUTPUT_FORMAT == FORMAT_BYTES) {
     return;
   }
@@ -257,6 +275,19 @@ fn advanceCursor(cursor: ptr<function, RowCursor>, stream: Stream) {
   }
 }
 
+/**
+ * The output bits of `symbol` at `cursor` (in .x; .y is for symbols of 64 bits, which only NVFP4 has): the symbol
+ * itself, or y = RNE_T(f32(value) × f32(row scale)).
+ */
+fn symbolOutput(symbol: u32, cursor: Cursor, stream: Stream) -> vec2<u32> {
+  if (OUTPUT_FORMAT == FORMAT_BYTES) {
+    return vec2<u32>(symbol, 0u);
+  }
+  // WGSL's f32 multiply is correctly rounded; the spec keeps every product normal, so no flushing matters.
+  return vec2<u32>(outputBits(bitcast<u32>(bitcast<f32>(codeValues[symbol]) * cursor.scale)), 0u);
+}
+// #endif
+
 /** Whether an E4M3 code is a NaN (0x7F, 0xFF), which the spec makes invalid. */
 fn invalidCode(symbol: u32) -> bool {
   return (symbol & 0x7Fu) == 0x7Fu;
@@ -264,14 +295,14 @@ fn invalidCode(symbol: u32) -> bool {
 
 /** Keeps the smallest chunk id × 8 + reason, stored inverted so that the zeroed status means "no failure". */
 fn reportFailure(chunkId: u32, reason: u32) {
-  atomicMax(&status[STATUS_FAILURE], ~(chunkId * 8u + reason));
+  atomicMax(&status[select(STATUS_FAILURE, STATUS_INVALID_CODE, reason == FAILURE_INVALID_CODE)], ~(chunkId * 8u + reason));
 }
 
-/** Words of output a chunk of `symbols` elements fills from group `group` (of 32 words) on, at most 32. */
+/** Words of output a chunk of `symbols` symbols fills from group `group` on, at most the group's 32 · WORDS_PER_SYMBOL. */
 fn wordsInGroup(symbols: u32, group: u32) -> u32 {
-  let first = group * LANES * ELEMENTS_PER_WORD;
+  let first = group * LANES * SYMBOLS_PER_WORD;
   let left = select(0u, symbols - first, symbols > first);
-  return min(LANES, (left + ELEMENTS_PER_WORD - 1u) / ELEMENTS_PER_WORD);
+  return min(LANES, (left + SYMBOLS_PER_WORD - 1u) / SYMBOLS_PER_WORD) * WORDS_PER_SYMBOL;
 }
 
 /** Fills the workgroup's tables: the stream's decode table (when kept in workgroup memory) and the code values. */
@@ -368,28 +399,55 @@ fn chunkShuffleXor(me: Lane, value: u32, mask: u32) -> u32 {
 // #endif
 
 /**
- * This lane's output word of a group of ELEMENTS_PER_WORD rows, and its index among the group's 32 words. Lane l
- * collected column l of the rows (row k in bits k·ELEMENT_BITS); a word holds consecutive columns of one row, so
- * the lanes transpose: 16-bit halves between lanes 2j and 2j + 1, then (bytes) bytes between l and l ^ 2.
+ * This lane's output word of a group of SYMBOLS_PER_WORD (n) rows, and its index among the group's 32 words. Lane
+ * l collected column l of the rows (row k in bits k·SYMBOL_OUTPUT_BITS); a word holds n consecutive columns of one
+ * row, so each run of n lanes transposes its n × n fields. A field moves from (lane a, row k) to (lane k, row a)
+ * by swapping one bit of the lane index with the same bit of the row index at a time: at distance d, the lower
+ * lane of each pair l, l ^ d gives the rows with bit d set and takes its partner's rows with bit d clear.
+ * Afterwards lane l holds row l mod n of columns n·(l div n) .. n·(l div n) + n − 1.
  */
 fn gatherWord(me: Lane, collected: u32) -> vec2<u32> {
-  if (ELEMENTS_PER_WORD == 1u) {
-    return vec2<u32>(collected, me.lane);
+  var word = collected;
+  for (var distance = 1u; distance < SYMBOLS_PER_WORD; distance <<= 1u) {
+    let shift = distance * SYMBOL_OUTPUT_BITS;
+    // The fields of rows with bit `distance` clear: runs of `shift` bits, every other run.
+    let clear = select(select(0x0F0F0F0Fu, 0x00FF00FFu, shift == 8u), 0x0000FFFFu, shift == 16u);
+    let partner = chunkShuffleXor(me, word, distance);
+    if ((me.lane & distance) == 0u) {
+      word = (word & clear) | ((partner & clear) << shift);
+    } else {
+      word = (word & ~clear) | ((partner & ~clear) >> shift);
+    }
   }
-  let partner = chunkShuffleXor(me, collected, 1u);
-  let odd = (me.lane & 1u) == 1u;
-  // Even lanes: rows 0-1 (bytes) or row 0 (16-bit) of columns l, l + 1; odd lanes: rows 2-3 / row 1 of l − 1, l.
-  let halves = select((collected & 0xFFFFu) | (partner << 16u), (partner >> 16u) | (collected & 0xFFFF0000u), odd);
-  if (ELEMENTS_PER_WORD == 2u) {
-    return vec2<u32>(halves, select(0u, 16u, odd) + (me.lane >> 1u));
+  let row = me.lane % SYMBOLS_PER_WORD;
+  return vec2<u32>(word, row * (LANES / SYMBOLS_PER_WORD) + me.lane / SYMBOLS_PER_WORD);
+}
+
+/**
+ * Writes a group's output: lane l collected column l of its rows. Words are gathered from SYMBOLS_PER_WORD rows;
+ * 64-bit symbols (one row a group) need no gathering, each lane writing its two words. Full groups (`checked`
+ * false) are all written, except by a slot without a chunk (decoding its neighbour's data for company).
+ */
+fn writeGroup(me: Lane, chunk: Chunk, group: u32, collected: vec2<u32>, checked: bool) {
+  let base = chunk.output + group * LANES * WORDS_PER_SYMBOL;
+  if (WORDS_PER_SYMBOL == 2u) {
+    let word = 2u * me.lane;
+    if (select(chunk.symbols != 0u, word < wordsInGroup(chunk.symbols, group), checked)) {
+      output[base + word] = collected.x;
+      output[base + word + 1u] = collected.y;
+    }
+    return;
   }
-  let other = chunkShuffleXor(me, halves, 2u);
-  let high = (me.lane & 2u) != 0u;
-  // Lanes 4j + {0, 1, 2, 3} end up with rows {0, 2, 1, 3} of columns 4j .. 4j + 3.
-  let low = (halves & 0xFFu) | ((halves >> 8u) & 0xFF00u) | ((other & 0xFFu) << 16u) | ((other << 8u) & 0xFF000000u);
-  let upper = ((other >> 8u) & 0xFFu) | ((other >> 16u) & 0xFF00u) | ((halves << 8u) & 0xFF0000u) | (halves & 0xFF000000u);
-  let row = select(0u, 2u, odd) + select(0u, 1u, high);
-  return vec2<u32>(select(low, upper, high), row * 8u + (me.lane >> 2u));
+  let word = gatherWord(me, collected.x);
+  if (select(chunk.symbols != 0u, word.y < wordsInGroup(chunk.symbols, group), checked)) {
+    output[base + word.y] = word.x;
+  }
+}
+
+/** Adds the output bits of a lane's symbol of row `k` to what the lane collected for its group. */
+fn collect(collected: vec2<u32>, bits: vec2<u32>, k: u32) -> vec2<u32> {
+  // 64-bit symbols have groups of one row (k = 0): both words are the symbol's.
+  return vec2<u32>(collected.x | (bits.x << (k * SYMBOL_OUTPUT_BITS)), bits.y);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -473,31 +531,27 @@ fn decodeRow(decoder: ptr<function, Decoder>, me: Lane, stream: Stream, live: bo
 
 /** What a lane accumulates over a chunk besides its state: output cursor and code check. */
 struct Progress {
-  cursor: RowCursor,
+  cursor: Cursor,
   invalid: bool,
 }
 
-/** Decodes the ELEMENTS_PER_WORD rows of group `group` and writes its output words. */
+/** Decodes the SYMBOLS_PER_WORD rows of group `group` and writes its output words. */
 fn decodeGroup(decoder: ptr<function, Decoder>, progress: ptr<function, Progress>, me: Lane, chunk: Chunk, stream: Stream,
     group: u32, checkLive: bool) {
-  var collected = 0u;
-  for (var k = 0u; k < ELEMENTS_PER_WORD; k += 1u) {
-    let live = !checkLive || (group * ELEMENTS_PER_WORD + k) * LANES + me.lane < chunk.symbols;
+  var collected = vec2<u32>(0u);
+  for (var k = 0u; k < SYMBOLS_PER_WORD; k += 1u) {
+    let live = !checkLive || (group * SYMBOLS_PER_WORD + k) * LANES + me.lane < chunk.symbols;
     let symbol = symbolOf(decodeRow(decoder, me, stream, live));
     if (live) {
       // Uniform per stream, and off unless the stream can hold NaN codes at all.
       if (stream.checkCodes) {
         (*progress).invalid = (*progress).invalid || invalidCode(symbol);
       }
-      collected |= outputElement(symbol, (*progress).cursor.scale) << (k * ELEMENT_BITS);
+      collected = collect(collected, symbolOutput(symbol, (*progress).cursor, stream), k);
     }
     advanceCursor(&(*progress).cursor, stream);
   }
-  let word = gatherWord(me, collected);
-  // Full groups are all written, except by a slot without a chunk (decoding its neighbour's data for company).
-  if (select(chunk.symbols != 0u, word.y < wordsInGroup(chunk.symbols, group), checkLive)) {
-    output[chunk.output + group * LANES + word.y] = word.x;
-  }
+  writeGroup(me, chunk, group, collected, checkLive);
 }
 
 /**
@@ -522,7 +576,8 @@ fn decodeRans(chunk: Chunk, stream: Stream, me: Lane, fullGroups: u32, groups: u
   } else if (failure == 0u && (consumed != chunk.wordCount || decoder.x != STATE_LOW)) {
     failure = FAILURE_END_STATE;
   }
-  if (progress.invalid) {
+  // A chunk that does not decode exactly is that, whatever codes it decoded.
+  if (failure == 0u && progress.invalid) {
     failure = FAILURE_INVALID_CODE;
   }
   if (failure != 0u && chunk.symbols > 0u) {
@@ -535,23 +590,20 @@ fn copySymbols(chunk: Chunk, stream: Stream, me: Lane, groups: u32) {
   var cursor = startCursor(chunk.firstSymbol + me.lane, stream);
   var invalid = false;
   for (var group = 0u; group < groups; group += 1u) {
-    var collected = 0u;
-    for (var k = 0u; k < ELEMENTS_PER_WORD; k += 1u) {
-      let index = (group * ELEMENTS_PER_WORD + k) * LANES + me.lane;
+    var collected = vec2<u32>(0u);
+    for (var k = 0u; k < SYMBOLS_PER_WORD; k += 1u) {
+      let index = (group * SYMBOLS_PER_WORD + k) * LANES + me.lane;
       if (index < chunk.symbols) {
         var symbol = stream.table;
         if (stream.mode == MODE_STORED) {
-          symbol = storedSymbol(chunk.input + index);
+          symbol = storedSymbol(chunk.input, index);
         }
         invalid = invalid || (stream.checkCodes && invalidCode(symbol));
-        collected |= outputElement(symbol, cursor.scale) << (k * ELEMENT_BITS);
+        collected = collect(collected, symbolOutput(symbol, cursor, stream), k);
       }
       advanceCursor(&cursor, stream);
     }
-    let word = gatherWord(me, collected);
-    if (word.y < wordsInGroup(chunk.symbols, group)) {
-      output[chunk.output + group * LANES + word.y] = word.x;
-    }
+    writeGroup(me, chunk, group, collected, true);
   }
   if (invalid) {
     reportFailure(chunk.id, FAILURE_INVALID_CODE);
@@ -560,7 +612,7 @@ fn copySymbols(chunk: Chunk, stream: Stream, me: Lane, groups: u32) {
 
 /** Full groups of a chunk of `symbols` symbols, and all its groups. */
 fn groupCounts(symbols: u32) -> vec2<u32> {
-  let groupSymbols = LANES * ELEMENTS_PER_WORD;
+  let groupSymbols = LANES * SYMBOLS_PER_WORD;
   return vec2<u32>(symbols / groupSymbols, (symbols + groupSymbols - 1u) / groupSymbols);
 }
 

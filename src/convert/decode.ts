@@ -15,7 +15,7 @@ import { NVFP4_SOURCE_FORMAT, nvfp4Parts } from './import.js';
 
 export interface DecodeModelOptions extends DecodeOptions {
   overwrite?: boolean;
-  /** Decode the encodings it handles (planes, fp8-e4m3, int8) on this WebGPU decoder; the rest on the CPU. */
+  /** Decode the encodings it handles (planes, fp8-e4m3, int8, nvfp4) on this WebGPU decoder; the rest on the CPU. */
   gpu?: GpuDecoder;
   onProgress?: (done: number, total: number, bytes: number) => void;
 }
@@ -75,7 +75,7 @@ function updateIndexTotals(files: Map<string, Uint8Array>, totalBytes: number): 
   }
 }
 
-const GPU_ENCODINGS = ['planes', 'fp8-e4m3', 'int8'];
+const GPU_ENCODINGS = ['planes', 'fp8-e4m3', 'int8', 'nvfp4'];
 
 /** One tensor through the WebGPU decoder, read back (bit-identical to the CPU decoder: the tests check). */
 async function decodeOnGpu(gpu: GpuDecoder, reader: EqzReader, entry: TensorEntry, options: DecodeOptions): Promise<Uint8Array> {

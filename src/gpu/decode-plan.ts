@@ -8,6 +8,12 @@
  * no rANS decoding) a pseudo-chunk of 2^16 symbols. Chunks are independent, so any run of them can go to any
  * dispatch; a dispatch's `data` buffer holds its descriptors, decode tables, scales and the chunks' states and
  * words, and its output binding covers the outputs of its chunks, each at most `maxBindingBytes`.
+ *
+ * nvfp4 tensors take two steps of one pass: the dispatches of their block-scale streams come first (into the
+ * output for `codes`, else into a temporary arena), then their code streams are dequantized by dispatches that
+ * read the decoded block scales through a fourth binding. Block-scale chunks also get the lowest chunk ids, so
+ * that a failure there is reported before one in a code stream, as the CPU decoder, which decodes the block
+ * scales first, would.
  */
 import { parseScaledHeader, type ScaledHeader } from '../encodings/scaled.js';
 import { DTYPE_SIZE, type Dtype } from '../container/format.js';
@@ -17,13 +23,18 @@ import { LANES, PROB_SCALE, STATE_LOW, STREAM_HEADER_SIZE } from '../codec/const
 import { checkExpectations } from '../codec/stream-decode.js';
 import {
   checkStoredBody, parseRansLayout, parseStreamHeader, STATE_BYTES, streamError, type RansLayout, type StreamHeader,
+  type SymbolBits,
 } from '../codec/stream-format.js';
+import { NVFP4_BLOCK } from '../nvfp4/e2m1.js';
+import { MAX_GLOBAL_SCALE, MIN_GLOBAL_SCALE, NVFP4_PAYLOAD_HEADER_BYTES, reciprocalScale } from '../nvfp4/payload.js';
+import { f32Bits } from '../tensor/dtype.js';
 
 /**
- * What a tensor decodes to on the GPU: `source` is the tensor's own dtype (for fp8-e4m3 / int8 the dtype it was
- * quantized from); F32, F16 and BF16 convert floating-point tensors (others keep their dtype, as on the CPU);
- * `codes` gives fp8-e4m3 / int8 tensors as their code bytes followed by their row scales as f32 (other
- * encodings decode as `source`).
+ * What a tensor decodes to on the GPU: `source` is the tensor's own dtype (for the quantized encodings the dtype
+ * it was quantized from); F32, F16 and BF16 convert floating-point tensors (others keep their dtype, as on the
+ * CPU); `codes` gives quantized tensors as they are stored: fp8-e4m3 / int8 as their code bytes followed by their
+ * row scales as f32, nvfp4 as compressed-tensors keeps it (the packed U8 codes [rows, cols/2], then the E4M3 block
+ * scales, then the f32 global scale). Other encodings decode as `source`.
  */
 export type GpuOutput = 'F32' | 'F16' | 'BF16' | 'source' | 'codes';
 
@@ -38,13 +49,32 @@ export interface GpuDecodeRequest {
 }
 
 /** Output formats (decode.wgsl's OUTPUT_FORMAT override) and what codes mean (its per-stream STREAM_VALUES). */
-export const FORMAT_BYTES = 0;
+const FORMAT_BYTES = 0;
 const FORMAT_F32 = 1;
 const FORMAT_BF16 = 2;
 const FORMAT_F16 = 3;
 const VALUES_SYMBOLS = 0;
 const VALUES_E4M3 = 1;
 const VALUES_INT8 = 2;
+
+/**
+ * A decode.wgsl pipeline: OUTPUT_FORMAT, SYMBOL_BITS, and for the dequantization of nvfp4 code streams (the NVFP4
+ * variant) SYMBOL_ELEMENTS.
+ */
+export interface DecodePipeline {
+  format: number;
+  symbolBits: SymbolBits;
+  /** nvfp4 code streams dequantized: elements per symbol, 1 (nibble symbols) or 2 (packed bytes); else 0. */
+  nvfp4Elements: 0 | 1 | 2;
+}
+
+/** Byte symbols written as they are: planes, `codes` outputs, nvfp4 block scales. */
+export const BYTES_PIPELINE: DecodePipeline = { format: FORMAT_BYTES, symbolBits: 8, nvfp4Elements: 0 };
+
+function pipelineKey(pipeline: DecodePipeline): string {
+  return `${pipeline.format}/${pipeline.symbolBits}/${pipeline.nvfp4Elements}`;
+}
+
 /** Stream modes of decode.wgsl. */
 export const MODE_RANS = 0;
 const MODE_STORED = 1;
@@ -100,8 +130,8 @@ function parseQuantizedPayload(entry: TensorEntry, payload: Uint8Array): ScaledH
 /** A coded stream of a request, parsed, and where its decoded elements go. */
 export interface PlannedStream {
   request: number;
-  /** Plane index (planes), else 0: for error messages. */
-  plane: number;
+  /** Which of its tensor's streams this is, for error messages (`plane 1`, `block-scale stream`); '' if the only one. */
+  part: string;
   /** The stream's bytes, exactly its length. */
   bytes: Uint8Array;
   /** Offset of the stream in its payload. */
@@ -112,19 +142,21 @@ export interface PlannedStream {
   mode: number;
   /** The symbol of a one-symbol rANS stream. */
   constantSymbol: number;
-  format: number;
+  pipeline: DecodePipeline;
   values: number;
   /** E4M3 codes whose table has slots for the NaN codes (0x7F, 0xFF) must be checked as they decode. */
   checkCodes: boolean;
   scales?: Float32Array;
   rowLength: number;
-  /** Bytes per output element of this stream. */
-  elementBytes: number;
+  /** Output bytes per symbol: 0.5 (nibbles as they are) up to 8 (a byte of two nvfp4 codes as F32). */
+  symbolBytes: number;
   /** Symbols per (pseudo-)chunk, the last excepted. */
   chunkSymbols: number;
+  /** nvfp4 code streams dequantized: where the tensor's decoded block scales lie, and m = RNE_f32(1 / global_scale). */
+  nvfp4?: { blockScales: Placement; reciprocalBits: number };
 }
 
-/** Where a run of output bytes lives: an output arena or the plane scratch buffer. */
+/** Where a run of output bytes lives: an arena or the plane scratch buffer. */
 export interface Placement {
   /** Arena index, or -1 for the scratch buffer. */
   arena: number;
@@ -144,12 +176,14 @@ export interface ChunkWork {
 
 /** One decode dispatch: its pipeline (output format, chunks per workgroup), data buffer contents, output binding. */
 export interface DecodeDispatch {
-  format: number;
+  pipeline: DecodePipeline;
   chunksPerGroup: number;
   arena: number;
   /** Output binding range in the destination, BINDING_ALIGNMENT-aligned offset, size a multiple of 4. */
   outputOffset: number;
   outputSize: number;
+  /** NVFP4 pipelines: the binding of the decoded block scales (BINDING_ALIGNMENT-aligned offset, size a multiple of 4). */
+  blockScales?: { arena: number; offset: number; size: number };
   /** Descriptors, tables and scales (u32), to be followed in the data buffer by the inputs. */
   descriptors: Uint32Array;
   /** Copies into the data buffer after the descriptors: bytes of a stream at a byte offset in the buffer. */
@@ -186,18 +220,30 @@ export interface Round {
 /** Where a request's result lies. */
 export interface PlannedOutput {
   dtype: Dtype;
+  /** The entry's shape, or for nvfp4 `codes` the packed codes' [rows, cols/2]. */
+  shape: number[];
   arena: number;
   offset: number;
   byteLength: number;
-  /** `codes` outputs: the f32 row scales after the codes. */
+  /** fp8-e4m3 / int8 `codes` outputs: the f32 row scales after the codes. */
   scales?: { offset: number; count: number; values: Float32Array };
+  /** nvfp4 `codes` outputs: the E4M3 block-scale bytes after the codes, and the f32 global scale after them. */
+  blockScales?: { offset: number; count: number };
+  globalScale?: { offset: number; value: number };
   /** Bytes the host writes itself (raw payloads decoded on the CPU). */
   hostBytes?: Uint8Array;
 }
 
+/** A buffer the plan places results in. */
+export interface PlannedArena {
+  size: number;
+  /** Holds only intermediate results (nvfp4 block scales before dequantization), freed with the call's inputs. */
+  temporary: boolean;
+}
+
 /** Everything decode.ts needs to run a call. */
 export interface DecodePlan {
-  arenaSizes: number[];
+  arenas: PlannedArena[];
   outputs: PlannedOutput[];
   rounds: Round[];
   /** Scratch bytes the rounds need (0 when no merges). */
@@ -242,8 +288,9 @@ const FLOAT_CONVERTIBLE: readonly Dtype[] = ['F32', 'F16', 'BF16'];
 export function plannedDtype(request: GpuDecodeRequest): Dtype {
   const { entry } = request;
   const output = request.output ?? 'source';
-  const quantized = entry.encoding === 'fp8-e4m3' || entry.encoding === 'int8';
-  if (output === 'codes' && quantized) return entry.encoding === 'int8' ? 'I8' : 'F8_E4M3';
+  if (output === 'codes' && entry.encoding === 'fp8-e4m3') return 'F8_E4M3';
+  if (output === 'codes' && entry.encoding === 'int8') return 'I8';
+  if (output === 'codes' && entry.encoding === 'nvfp4') return 'U8';
   if (output === 'F32' || output === 'F16' || output === 'BF16') {
     return FLOAT_CONVERTIBLE.includes(entry.dtype) ? output : entry.dtype;
   }
@@ -254,22 +301,25 @@ function formatOf(dtype: Dtype): number {
   return dtype === 'F32' ? FORMAT_F32 : dtype === 'BF16' ? FORMAT_BF16 : dtype === 'F16' ? FORMAT_F16 : FORMAT_BYTES;
 }
 
-/** Parses the stream at `offset` of a request's payload, checking it holds `symbols` 8-bit symbols. */
+/** A coded stream as parsed, before the planner says what its symbols become. */
+type ParsedStream = Pick<PlannedStream, 'request' | 'part' | 'bytes' | 'offset' | 'header' | 'layout' | 'mode' | 'constantSymbol'>;
+
+/** Parses the stream at `offset` of a request's payload, checking it holds `symbols` symbols of `symbolBits`. */
 function parseStream(
-  request: GpuDecodeRequest, index: number, plane: number, offset: number, symbols: number,
-): Omit<PlannedStream, 'format' | 'values' | 'checkCodes' | 'rowLength' | 'elementBytes' | 'chunkSymbols'> {
+  request: GpuDecodeRequest, index: number, part: string, offset: number, symbolBits: SymbolBits, symbols: number,
+): ParsedStream {
   const context = { streamOffset: offset, tensor: request.entry.name };
   const rest = request.payload.subarray(offset);
   const header = parseStreamHeader(rest, context);
-  checkExpectations(header, { ...context, expectedSymbolBits: 8, expectedSymbols: symbols });
+  checkExpectations(header, { ...context, expectedSymbolBits: symbolBits, expectedSymbols: symbols });
   const bytes = rest.subarray(0, header.byteLength);
   if (header.mode === 'stored') {
     checkStoredBody(bytes, header, context);
-    return { request: index, plane, bytes, offset, header, mode: MODE_STORED, constantSymbol: 0 };
+    return { request: index, part, bytes, offset, header, mode: MODE_STORED, constantSymbol: 0 };
   }
   const layout = parseRansLayout(bytes, header, context);
   const onlySymbol = layout.frequencies.indexOf(PROB_SCALE);
-  if (onlySymbol < 0) return { request: index, plane, bytes, offset, header, layout, mode: MODE_RANS, constantSymbol: 0 };
+  if (onlySymbol < 0) return { request: index, part, bytes, offset, header, layout, mode: MODE_RANS, constantSymbol: 0 };
   // One symbol: C(s, x) = x, so every state must be 2^16 and there are no words (checked as the CPU decoder does).
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let i = 0; i < layout.chunkCount * LANES; i++) {
@@ -280,14 +330,18 @@ function parseStream(
   if (layout.wordStarts[layout.chunkCount] !== 0) {
     throw streamError('CorruptStream', 'one-symbol stream with words', layout.wordCountsOffset, context);
   }
-  return { request: index, plane, bytes, offset, header, mode: MODE_CONSTANT, constantSymbol: onlySymbol };
+  return { request: index, part, bytes, offset, header, mode: MODE_CONSTANT, constantSymbol: onlySymbol };
 }
 
-/** Symbols per (pseudo-)chunk of a parsed stream: the rANS chunk, or a pseudo-chunk whose input and output fit a quarter binding. */
-function chunkSymbolsFor(layout: RansLayout | undefined, elementBytes: number, limits: PlanLimits): number {
-  if (layout) return layout.chunkSymbols;
+/**
+ * Symbols per (pseudo-)chunk of a parsed stream whose symbols become `symbolBytes` output bytes each: the rANS
+ * chunk, or a pseudo-chunk whose input and output fit a quarter binding.
+ */
+function chunkSymbolsFor(parsed: ParsedStream, symbolBytes: number, limits: PlanLimits): number {
+  if (parsed.layout) return parsed.layout.chunkSymbols;
+  const bytesPerSymbol = parsed.header.symbolBits / 8 + symbolBytes;
   let symbols = COPY_CHUNK_SYMBOLS;
-  while (symbols > MIN_COPY_CHUNK_SYMBOLS && symbols * (elementBytes + 1) > limits.maxBindingBytes / 4) symbols /= 2;
+  while (symbols > MIN_COPY_CHUNK_SYMBOLS && symbols * bytesPerSymbol > limits.maxBindingBytes / 4) symbols /= 2;
   return symbols;
 }
 
@@ -300,7 +354,7 @@ function chunkCountOf(stream: PlannedStream): number {
 function inputBytes(work: ChunkWork): number {
   const { stream } = work;
   if (stream.mode === MODE_CONSTANT) return 0;
-  if (stream.mode === MODE_STORED) return alignUp(work.count, 4);
+  if (stream.mode === MODE_STORED) return alignUp(Math.ceil((work.count * stream.header.symbolBits) / 8), 4);
   const starts = stream.layout!.wordStarts;
   const wordBytes = 2 * (starts[work.index + 1]! - starts[work.index]!);
   return STATE_BYTES + alignUp(wordBytes + 2, 4);
@@ -329,6 +383,24 @@ function decodeTable(frequencies: Uint32Array, into: Uint32Array, at: number): v
   }
 }
 
+/** Bytes [start, end) of an arena. */
+interface ArenaRange {
+  arena: number;
+  start: number;
+  end: number;
+}
+
+/** The decoded block scales a chunk of a dequantized nvfp4 code stream reads; none for other streams. */
+function blockScaleRange(work: ChunkWork): ArenaRange | undefined {
+  const { nvfp4, pipeline } = work.stream;
+  if (!nvfp4) return undefined;
+  const symbolsPerBlock = NVFP4_BLOCK / pipeline.nvfp4Elements;
+  const { arena, offset } = nvfp4.blockScales;
+  return {
+    arena, start: offset + Math.floor(work.first / symbolsPerBlock), end: offset + Math.ceil((work.first + work.count) / symbolsPerBlock),
+  };
+}
+
 /** Accumulates chunks into one dispatch, then writes its descriptors. */
 class DispatchBuilder {
   readonly chunks: ChunkWork[] = [];
@@ -336,8 +408,10 @@ class DispatchBuilder {
   private readonly outputStart: number;
   private outputEnd: number;
   private lastStream: PlannedStream | undefined;
+  /** The block scales the chunks read (NVFP4 pipelines). */
+  private blockScales: ArenaRange | undefined;
 
-  constructor(readonly format: number, readonly arena: number, first: ChunkWork, private readonly limits: PlanLimits) {
+  constructor(readonly pipeline: DecodePipeline, readonly arena: number, first: ChunkWork, private readonly limits: PlanLimits) {
     this.outputStart = alignDown(first.target.offset, BINDING_ALIGNMENT);
     this.outputEnd = this.outputStart;
   }
@@ -345,9 +419,16 @@ class DispatchBuilder {
   /** Adds `work` if the dispatch stays within the limits; false if it does not (and the dispatch is not empty). */
   tryAdd(work: ChunkWork): boolean {
     const bytes = chunkDataBytes(work, work.stream !== this.lastStream);
-    const outputEnd = work.target.offset + alignUp(work.count * work.stream.elementBytes, 4);
+    const outputEnd = work.target.offset + alignUp(work.count * work.stream.symbolBytes, 4);
+    const needed = blockScaleRange(work);
+    const current = this.blockScales;
+    const blockScales = needed && current
+      ? { arena: current.arena, start: Math.min(current.start, needed.start), end: Math.max(current.end, needed.end) }
+      : needed ?? current;
     const fits = this.dataBytes + bytes <= this.limits.maxBindingBytes
-      && outputEnd - this.outputStart <= this.limits.maxBindingBytes;
+      && outputEnd - this.outputStart <= this.limits.maxBindingBytes
+      && (!needed || !current || needed.arena === current.arena)
+      && (!blockScales || alignUp(blockScales.end, 4) - alignDown(blockScales.start, BINDING_ALIGNMENT) <= this.limits.maxBindingBytes);
     if (!fits && this.chunks.length > 0) return false;
     if (!fits) {
       throw new EqzError('LimitExceeded', `a chunk of ${work.count} symbols needs more than the ${this.limits.maxBindingBytes}-byte binding limit`);
@@ -356,6 +437,7 @@ class DispatchBuilder {
     this.dataBytes += bytes;
     this.outputEnd = Math.max(this.outputEnd, outputEnd);
     this.lastStream = work.stream;
+    this.blockScales = blockScales;
     return true;
   }
 
@@ -401,6 +483,11 @@ class DispatchBuilder {
     const descriptors = new Uint32Array(words);
     const inputs: { source: Uint8Array; at: number }[] = [];
     let inputAt = 4 * words;
+    const blockScales = this.blockScales && {
+      arena: this.blockScales.arena,
+      offset: alignDown(this.blockScales.start, BINDING_ALIGNMENT),
+      size: alignUp(this.blockScales.end - alignDown(this.blockScales.start, BINDING_ALIGNMENT), 4),
+    };
 
     descriptors[0] = groups.length;
     descriptors[1] = Math.min(groups.length, 65535);
@@ -412,10 +499,12 @@ class DispatchBuilder {
     let chunkSlot = 0;
     runs.forEach((run, s) => {
       const { stream } = run;
-      const scaleBase = (scalesAt[s]! - firstRow[s]!) >>> 0;
+      // The u32 of tensor row 0's scale in `data`, or (nvfp4) the byte of block 0's scale in the block-scale
+      // binding: either may lie before the binding's start, wrapping (only blocks and rows in range are read).
+      const scaleBase = stream.nvfp4 ? (stream.nvfp4.blockScales.offset - blockScales!.offset) >>> 0 : (scalesAt[s]! - firstRow[s]!) >>> 0;
       descriptors.set([
         stream.mode, stream.mode === MODE_RANS ? tableAt[s]! : stream.constantSymbol, scaleBase, stream.rowLength,
-        stream.checkCodes ? 1 : 0, scalesAt[s]! + Math.max(rowCount[s]! - 1, 0), stream.values, 0,
+        stream.checkCodes ? 1 : 0, scalesAt[s]! + Math.max(rowCount[s]! - 1, 0), stream.values, stream.nvfp4?.reciprocalBits ?? 0,
       ], streamTable + s * STREAM_WORDS);
       if (stream.mode === MODE_RANS) decodeTable(stream.layout!.frequencies, descriptors, tableAt[s]!);
       if (stream.scales) {
@@ -441,10 +530,12 @@ class DispatchBuilder {
           wordBase = (inputAt + wordsStart - copyStart) / 2;
           inputAt += copyEnd - copyStart;
         } else if (stream.mode === MODE_STORED) {
-          const symbolsAt = STREAM_HEADER_SIZE + work.first;
-          inputs.push({ source: stream.bytes.subarray(symbolsAt, symbolsAt + alignUp(work.count, 4)), at: inputAt });
+          // Pseudo-chunks start at whole bytes: their sizes are multiples of 128 symbols.
+          const symbolsAt = STREAM_HEADER_SIZE + (work.first * stream.header.symbolBits) / 8;
+          const size = inputBytes(work);
+          inputs.push({ source: stream.bytes.subarray(symbolsAt, symbolsAt + size), at: inputAt });
           input = inputAt;
-          inputAt += alignUp(work.count, 4);
+          inputAt += size;
         }
         descriptors.set([
           input, wordBase, wordCount, work.count, (work.target.offset - this.outputStart) / 4, work.first, firstChunkId + chunkSlot, 0,
@@ -453,11 +544,12 @@ class DispatchBuilder {
       }
     });
     return {
-      format: this.format,
+      pipeline: this.pipeline,
       chunksPerGroup: perGroup,
       arena: this.arena,
       outputOffset: this.outputStart,
       outputSize: alignUp(this.outputEnd - this.outputStart, 4),
+      blockScales,
       descriptors,
       inputs,
       dataSize: inputAt + 4 * GUARD_WORDS,
@@ -483,12 +575,12 @@ function cutDispatches(work: readonly ChunkWork[], limits: PlanLimits, chunks: C
     builder = undefined;
   };
   for (const chunk of work) {
-    const { format } = chunk.stream;
-    if (builder && (builder.format !== format || builder.arena !== chunk.target.arena)) close();
-    builder ??= new DispatchBuilder(format, chunk.target.arena, chunk, limits);
+    const { pipeline } = chunk.stream;
+    if (builder && (pipelineKey(builder.pipeline) !== pipelineKey(pipeline) || builder.arena !== chunk.target.arena)) close();
+    builder ??= new DispatchBuilder(pipeline, chunk.target.arena, chunk, limits);
     if (!builder.tryAdd(chunk)) {
       close();
-      builder = new DispatchBuilder(format, chunk.target.arena, chunk, limits);
+      builder = new DispatchBuilder(pipeline, chunk.target.arena, chunk, limits);
       builder.tryAdd(chunk);
     }
   }
@@ -503,7 +595,7 @@ function chunksOf(stream: PlannedStream, from: number, to: number, arena: number
   for (let index = from / size; index < chunkCountOf(stream) && index * size < to; index++) {
     const first = index * size;
     const count = Math.min(stream.header.symbolCount, first + size) - first;
-    out.push({ stream, index, first, count, target: { arena, offset: base + (first - from) * stream.elementBytes } });
+    out.push({ stream, index, first, count, target: { arena, offset: base + (first - from) * stream.symbolBytes } });
   }
   return out;
 }
@@ -518,29 +610,76 @@ function mergeOutputKind(source: Dtype, target: Dtype): number {
   return target === 'F32' ? MERGE_OUTPUT_F32 : target === 'BF16' ? MERGE_OUTPUT_BF16 : MERGE_OUTPUT_F16;
 }
 
+/** An nvfp4 payload's global scale and coded streams, checked as the CPU decoder checks them (spec §7.6). */
+interface Nvfp4Payload {
+  rows: number;
+  cols: number;
+  globalScale: number;
+  blockScales: ParsedStream;
+  codes: ParsedStream;
+}
+
+/** Parses an nvfp4 payload: the header's fields, then both streams' structure; nothing is decoded. */
+function parseNvfp4Payload(request: GpuDecodeRequest, index: number): Nvfp4Payload {
+  const { entry, payload } = request;
+  if (!FLOAT_CONVERTIBLE.includes(entry.dtype)) throw new EqzError('UnsupportedDtype', `nvfp4 cannot stand for ${entry.dtype}`);
+  if (entry.shape.length !== 2) throw new EqzError('Malformed', `nvfp4 needs rank 2, the shape is [${entry.shape.join(', ')}]`);
+  const [rows, cols] = entry.shape as [number, number];
+  if (cols % NVFP4_BLOCK !== 0) throw new EqzError('Malformed', `nvfp4 needs dims[1] to be a multiple of ${NVFP4_BLOCK}, got ${cols}`);
+  if (payload.length < NVFP4_PAYLOAD_HEADER_BYTES) {
+    throw new EqzError('Malformed', `nvfp4 payload of ${payload.length} bytes is shorter than its ${NVFP4_PAYLOAD_HEADER_BYTES}-byte header`, { offset: 0 });
+  }
+  const globalScale = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getFloat32(0, true);
+  // Written so that NaN fails too.
+  if (!(globalScale >= MIN_GLOBAL_SCALE && globalScale <= MAX_GLOBAL_SCALE)) {
+    throw new EqzError('InvalidValue', `global_scale ${globalScale} is not finite, positive and in [2^-32, 2^32]`, { offset: 0 });
+  }
+  if (payload[4]! > 1) throw new EqzError('Malformed', `code_packing ${payload[4]} is not 0 (nibbles) or 1 (bytes)`, { offset: 4 });
+  for (let at = 5; at < NVFP4_PAYLOAD_HEADER_BYTES; at++) {
+    if (payload[at] !== 0) throw new EqzError('Malformed', 'nvfp4 reserved byte is not 0', { offset: at });
+  }
+  const numel = rows * cols;
+  const blockScales = parseStream(request, index, 'block-scale stream', NVFP4_PAYLOAD_HEADER_BYTES, 8, numel / NVFP4_BLOCK);
+  const codesAt = NVFP4_PAYLOAD_HEADER_BYTES + blockScales.header.byteLength;
+  const packedBytes = payload[4] === 1;
+  const codes = parseStream(request, index, 'code stream', codesAt, packedBytes ? 8 : 4, packedBytes ? numel / 2 : numel);
+  const end = codesAt + codes.header.byteLength;
+  if (end !== payload.length) throw new EqzError('Malformed', `${payload.length - end} bytes after the code stream`, { offset: end });
+  return { rows, cols, globalScale, blockScales, codes };
+}
+
+/** Whether an rANS table gives the E4M3 NaN codes (0x7F, 0xFF) slots; stored streams may hold any byte. */
+function mayHoldNaNCodes(parsed: ParsedStream): boolean {
+  return parsed.layout ? parsed.layout.frequencies[0x7f]! + parsed.layout.frequencies[0xff]! > 0 : true;
+}
+
 /**
  * Plans a decode call: parses and checks every payload (EqzError on bad input, offsets within the payload or,
  * with `payloadOffset`, in the file), places the outputs in arenas, and cuts the work into rounds of dispatches.
  */
 export function planDecode(requests: readonly GpuDecodeRequest[], limits: PlanLimits, decodeRaw: RawDecoder): DecodePlan {
   const outputs: PlannedOutput[] = [];
-  const arenaSizes: number[] = [];
-  // Work straight into the arenas, and planes tensors of 2 or 4 bytes that go through the scratch buffer.
+  const arenas: PlannedArena[] = [];
+  // nvfp4 block scales, decoded before anything else; work straight into the arenas; planes tensors of 2 or 4
+  // bytes, which go through the scratch buffer.
+  const blockScaleWork: ChunkWork[] = [];
   const direct: ChunkWork[] = [];
   const merged: { request: number; streams: PlannedStream[]; output: PlannedOutput }[] = [];
 
-  const place = (bytes: number): Placement => {
+  /** Room for `bytes` in the last arena of its kind (outputs, or temporary), or in a new one. */
+  const place = (bytes: number, temporary = false): Placement => {
     const size = alignUp(bytes, BINDING_ALIGNMENT);
     if (size > limits.maxBufferBytes) {
       throw new EqzError('LimitExceeded', `a decoded tensor of ${bytes} bytes is larger than the adapter's ${limits.maxBufferBytes}-byte buffers`);
     }
-    let arena = arenaSizes.length - 1;
-    if (arena < 0 || arenaSizes[arena]! + size > limits.maxBufferBytes) {
-      arenaSizes.push(0);
-      arena++;
+    let arena = arenas.length - 1;
+    while (arena >= 0 && arenas[arena]!.temporary !== temporary) arena--;
+    if (arena < 0 || arenas[arena]!.size + size > limits.maxBufferBytes) {
+      arenas.push({ size: 0, temporary });
+      arena = arenas.length - 1;
     }
-    const offset = arenaSizes[arena]!;
-    arenaSizes[arena] = offset + size;
+    const offset = arenas[arena]!.size;
+    arenas[arena]!.size = offset + size;
     return { arena, offset };
   };
 
@@ -548,6 +687,7 @@ export function planDecode(requests: readonly GpuDecodeRequest[], limits: PlanLi
     const { entry, payload } = request;
     try {
       const dtype = plannedDtype(request);
+      const shape = [...entry.shape];
       const numel = numElements(entry.shape);
       // The kernels index a tensor's elements with u32.
       if (numel >= 2 ** 32) throw new EqzError('LimitExceeded', `${numel} elements: the GPU decoder takes tensors of fewer than 2^32`);
@@ -556,7 +696,7 @@ export function planDecode(requests: readonly GpuDecodeRequest[], limits: PlanLi
         case 'raw': {
           const hostBytes = decodeRaw(entry, payload, dtype);
           const at = place(hostBytes.length);
-          outputs.push({ dtype, ...at, byteLength: hostBytes.length, hostBytes });
+          outputs.push({ dtype, shape, ...at, byteLength: hostBytes.length, hostBytes });
           break;
         }
         case 'planes': {
@@ -573,15 +713,15 @@ export function planDecode(requests: readonly GpuDecodeRequest[], limits: PlanLi
           const streams: PlannedStream[] = [];
           let at = PLANES_HEADER_BYTES;
           for (let plane = 0; plane < width; plane++) {
-            const parsed = parseStream(request, index, plane, at, numel);
+            const parsed = parseStream(request, index, `plane ${plane}`, at, 8, numel);
             streams.push({
-              ...parsed, format: FORMAT_BYTES, values: VALUES_SYMBOLS, checkCodes: false, rowLength: 0, elementBytes: 1,
-              chunkSymbols: chunkSymbolsFor(parsed.layout, 1, limits),
+              ...parsed, pipeline: BYTES_PIPELINE, values: VALUES_SYMBOLS, checkCodes: false, rowLength: 0, symbolBytes: 1,
+              chunkSymbols: chunkSymbolsFor(parsed, 1, limits),
             });
             at += parsed.header.byteLength;
           }
           if (at !== payload.length) throw new EqzError('Malformed', `${payload.length - at} bytes after the last plane`, { offset: at });
-          const output = { dtype, ...place(numel * elementBytes), byteLength: numel * elementBytes };
+          const output = { dtype, shape, ...place(numel * elementBytes), byteLength: numel * elementBytes };
           outputs.push(output);
           if (width === 1) direct.push(...chunksOf(streams[0]!, 0, numel, output.arena, output.offset));
           else merged.push({ request: index, streams, output });
@@ -590,31 +730,76 @@ export function planDecode(requests: readonly GpuDecodeRequest[], limits: PlanLi
         case 'fp8-e4m3':
         case 'int8': {
           const quantized = parseQuantizedPayload(entry, payload);
-          const parsed = parseStream(request, index, 0, quantized.streamOffset, numel);
+          const parsed = parseStream(request, index, '', quantized.streamOffset, 8, numel);
           if (quantized.streamOffset + parsed.header.byteLength !== payload.length) {
             throw new EqzError('Malformed', 'bytes after the code stream', { offset: quantized.streamOffset + parsed.header.byteLength });
           }
           const e4m3 = entry.encoding === 'fp8-e4m3';
           const codes = dtype === 'F8_E4M3' || dtype === 'I8';
-          const nanSlots = parsed.layout ? parsed.layout.frequencies[0x7f]! + parsed.layout.frequencies[0xff]! > 0 : true;
           const stream: PlannedStream = {
             ...parsed,
-            format: formatOf(dtype),
+            pipeline: { ...BYTES_PIPELINE, format: formatOf(dtype) },
             values: codes ? VALUES_SYMBOLS : e4m3 ? VALUES_E4M3 : VALUES_INT8,
-            checkCodes: e4m3 && nanSlots,
+            checkCodes: e4m3 && mayHoldNaNCodes(parsed),
             scales: codes ? undefined : quantized.scales,
             rowLength: quantized.rowLength,
-            elementBytes,
-            chunkSymbols: chunkSymbolsFor(parsed.layout, elementBytes, limits),
+            symbolBytes: elementBytes,
+            chunkSymbols: chunkSymbolsFor(parsed, elementBytes, limits),
           };
           const codeBytes = alignUp(numel, 4);
           const size = codes ? codeBytes + 4 * quantized.rows : numel * elementBytes;
           const at = place(size);
           outputs.push({
-            dtype, ...at, byteLength: codes ? numel : size,
+            dtype, shape, ...at, byteLength: codes ? numel : size,
             scales: codes ? { offset: at.offset + codeBytes, count: quantized.rows, values: quantized.scales } : undefined,
           });
           direct.push(...chunksOf(stream, 0, numel, at.arena, at.offset));
+          break;
+        }
+        case 'nvfp4': {
+          const nvfp4 = parseNvfp4Payload(request, index);
+          const blocks = numel / NVFP4_BLOCK;
+          const blockScales: PlannedStream = {
+            ...nvfp4.blockScales, pipeline: BYTES_PIPELINE, values: VALUES_SYMBOLS, checkCodes: mayHoldNaNCodes(nvfp4.blockScales),
+            rowLength: 0, symbolBytes: 1, chunkSymbols: chunkSymbolsFor(nvfp4.blockScales, 1, limits),
+          };
+          const symbolBits = nvfp4.codes.header.symbolBits;
+          const symbols = nvfp4.codes.header.symbolCount;
+          if (dtype === 'U8') {
+            // compressed-tensors' three tensors: the packed codes (nibble symbols are packed as they are written),
+            // the block scales, the global scale.
+            const scalesAt = alignUp(numel / 2, 4);
+            const globalAt = alignUp(scalesAt + blocks, 4);
+            const at = place(globalAt + 4);
+            outputs.push({
+              dtype, shape: [nvfp4.rows, nvfp4.cols / 2], ...at, byteLength: numel / 2,
+              blockScales: { offset: at.offset + scalesAt, count: blocks }, globalScale: { offset: at.offset + globalAt, value: nvfp4.globalScale },
+            });
+            blockScaleWork.push(...chunksOf(blockScales, 0, blocks, at.arena, at.offset + scalesAt));
+            const stream: PlannedStream = {
+              ...nvfp4.codes, pipeline: { ...BYTES_PIPELINE, symbolBits }, values: VALUES_SYMBOLS, checkCodes: false, rowLength: 0,
+              symbolBytes: symbolBits / 8, chunkSymbols: chunkSymbolsFor(nvfp4.codes, symbolBits / 8, limits),
+            };
+            direct.push(...chunksOf(stream, 0, symbols, at.arena, at.offset));
+            break;
+          }
+          const scalesAt = place(blocks, true);
+          blockScaleWork.push(...chunksOf(blockScales, 0, blocks, scalesAt.arena, scalesAt.offset));
+          const elementsPerSymbol = symbolBits === 8 ? 2 : 1;
+          const stream: PlannedStream = {
+            ...nvfp4.codes,
+            pipeline: { format: formatOf(dtype), symbolBits, nvfp4Elements: elementsPerSymbol },
+            // The codes' values are computed in the kernel; the workgroup's code table holds the block scales'.
+            values: VALUES_E4M3,
+            checkCodes: false,
+            rowLength: 0,
+            symbolBytes: elementBytes * elementsPerSymbol,
+            chunkSymbols: chunkSymbolsFor(nvfp4.codes, elementBytes * elementsPerSymbol, limits),
+            nvfp4: { blockScales: scalesAt, reciprocalBits: f32Bits(reciprocalScale(nvfp4.globalScale)) },
+          };
+          const at = place(numel * elementBytes);
+          outputs.push({ dtype, shape, ...at, byteLength: numel * elementBytes });
+          direct.push(...chunksOf(stream, 0, symbols, at.arena, at.offset));
           break;
         }
         default:
@@ -627,14 +812,18 @@ export function planDecode(requests: readonly GpuDecodeRequest[], limits: PlanLi
   });
 
   const chunks: ChunkWork[] = [];
-  // Each output format's direct chunks share dispatches, in destination order.
-  const byPipeline = new Map<number, ChunkWork[]>();
+  // Block scales first: the dequantizing dispatches that follow in the same pass read them. Then each
+  // pipeline's direct chunks share dispatches, in destination order.
+  const byPipeline = new Map<string, ChunkWork[]>();
   for (const work of direct) {
-    const list = byPipeline.get(work.stream.format);
+    const key = pipelineKey(work.stream.pipeline);
+    const list = byPipeline.get(key);
     if (list) list.push(work);
-    else byPipeline.set(work.stream.format, [work]);
+    else byPipeline.set(key, [work]);
   }
-  const rounds: Round[] = [{ decodes: [...byPipeline.values()].flatMap((work) => cutDispatches(work, limits, chunks)), merges: [] }];
+  const blockScaleDispatches = cutDispatches(blockScaleWork, limits, chunks);
+  const directDispatches = [...byPipeline.values()].flatMap((work) => cutDispatches(work, limits, chunks));
+  const rounds: Round[] = [{ decodes: [...blockScaleDispatches, ...directDispatches], merges: [] }];
 
   // Planes of 2 or 4 bytes go through the scratch buffer in parts; a round holds as many parts as it fits.
   let scratchSize = 0;
@@ -680,5 +869,5 @@ export function planDecode(requests: readonly GpuDecodeRequest[], limits: PlanLi
     }
   }
   closeRound();
-  return { arenaSizes, outputs, rounds: rounds.filter((r) => r.decodes.length + r.merges.length > 0), scratchSize, chunks };
+  return { arenas, outputs, rounds: rounds.filter((r) => r.decodes.length + r.merges.length > 0), scratchSize, chunks };
 }

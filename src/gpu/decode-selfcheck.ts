@@ -7,9 +7,11 @@
 import type { Dtype, Encoding } from '../container/format.js';
 import type { TensorEntry } from '../container/table.js';
 import { encodePlanes, encodeStream, type EncodeStreamOptions } from '../codec/index.js';
+import { NVFP4_BLOCK, unpackCodes } from '../nvfp4/e2m1.js';
+import { NVFP4_PAYLOAD_HEADER_BYTES, type CodePacking, type Nvfp4Tensor } from '../nvfp4/payload.js';
 import { SeededRandom } from '../tensor/synthetic.js';
-import type { GpuDecoder, GpuDecodeRequest } from './decode.js';
-import { referenceDecode } from './decode-reference.js';
+import type { GpuDecoder, GpuDecodeRequest, GpuTensor } from './decode.js';
+import { referenceDecode, type ReferenceOutput } from './decode-reference.js';
 
 /** A table entry for a synthetic tensor (offset, size and checksum do not matter to the decoders). */
 export function syntheticEntry(name: string, dtype: Dtype, encoding: Encoding, shape: number[]): TensorEntry {
@@ -77,6 +79,87 @@ export function planesRequest(name: string, dtype: Dtype, count: number, seed: n
   return { entry: syntheticEntry(name, dtype, 'planes', [count]), payload: encodePlanes(randomElements(count, width, seed), dtype), output };
 }
 
+/** The E4M3 block scales of {@link randomNvfp4}: what absmax writes, and the values it never does. */
+const SPECIAL_BLOCK_SCALES = [0x00, 0x80, 0x01, 0x81, 0x7e, 0xfe];
+
+/**
+ * A random [rows, cols] NVFP4 tensor: E2M1 codes skewed to small magnitudes, both signs, −0 included; block
+ * scales mostly in [2^-6, 2^3] and positive, one block in eight zero, negative, subnormal or the largest (±448);
+ * the global scale as given.
+ */
+export function randomNvfp4(rows: number, cols: number, seed: number, globalScale = 2 ** -5): Nvfp4Tensor {
+  const random = new SeededRandom(seed);
+  const codes = new Uint8Array(rows * cols);
+  for (let i = 0; i < codes.length; i++) {
+    codes[i] = Math.min(7, Math.floor(-Math.log(1 - random.next()) * 1.5)) | (random.next() < 0.5 ? 8 : 0);
+  }
+  const blockScales = new Uint8Array((rows * cols) / NVFP4_BLOCK);
+  for (let block = 0; block < blockScales.length; block++) {
+    blockScales[block] = random.next() < 0.125
+      ? SPECIAL_BLOCK_SCALES[random.nextU32() % SPECIAL_BLOCK_SCALES.length]!
+      : 0x18 + (random.nextU32() % 72);
+  }
+  const packed = new Uint8Array((rows * cols) / 2);
+  for (let j = 0; j < packed.length; j++) packed[j] = codes[2 * j]! | (codes[2 * j + 1]! << 4);
+  return { packed, blockScales, globalScale, rows, cols };
+}
+
+/**
+ * An nvfp4 payload (spec §7.6) of `tensor` with its streams coded as asked: what encodeNvfp4Payload writes for
+ * the same packing with default options, but with control over chunk sizes and stored streams.
+ */
+export function nvfp4Payload(
+  tensor: Nvfp4Tensor, packing: CodePacking, scaleOptions: EncodeStreamOptions = {}, codeOptions: EncodeStreamOptions = {},
+): Uint8Array {
+  const scales = encodeStream(tensor.blockScales, { ...scaleOptions, symbolBits: 8 });
+  const codes = packing === 'byte'
+    ? encodeStream(tensor.packed, { ...codeOptions, symbolBits: 8 })
+    : encodeStream(unpackCodes(tensor.packed), { ...codeOptions, symbolBits: 4 });
+  const payload = new Uint8Array(NVFP4_PAYLOAD_HEADER_BYTES + scales.length + codes.length);
+  new DataView(payload.buffer).setFloat32(0, tensor.globalScale, true);
+  payload[4] = packing === 'byte' ? 1 : 0;
+  payload.set(scales, NVFP4_PAYLOAD_HEADER_BYTES);
+  payload.set(codes, NVFP4_PAYLOAD_HEADER_BYTES + scales.length);
+  return payload;
+}
+
+/** A request for an nvfp4 tensor of `dtype` holding `tensor`, coded as {@link nvfp4Payload} does. */
+export function nvfp4Request(
+  name: string, dtype: Dtype, tensor: Nvfp4Tensor, packing: CodePacking, output: GpuDecodeRequest['output'] = 'source',
+  scaleOptions: EncodeStreamOptions = {}, codeOptions: EncodeStreamOptions = {},
+): GpuDecodeRequest {
+  return {
+    entry: syntheticEntry(name, dtype, 'nvfp4', [tensor.rows, tensor.cols]),
+    payload: nvfp4Payload(tensor, packing, scaleOptions, codeOptions),
+    output,
+  };
+}
+
+/**
+ * One request of every nvfp4 path: nibble and byte code streams (rANS in several chunks, stored, one symbol) to
+ * each float output and as codes, block scales coded and stored, extreme global scales.
+ */
+export function nvfp4SelfCheckRequests(): GpuDecodeRequest[] {
+  const chunked = { chunkLog2: 12 };
+  const tensor = randomNvfp4(24, 1024, 40);
+  const zeros: Nvfp4Tensor = { ...tensor, packed: new Uint8Array(tensor.packed.length), blockScales: new Uint8Array(tensor.blockScales.length) };
+  return [
+    nvfp4Request('nvfp4-nibble-bf16', 'BF16', tensor, 'nibble', 'source', chunked, chunked),
+    nvfp4Request('nvfp4-nibble-f16', 'BF16', tensor, 'nibble', 'F16', {}, chunked),
+    nvfp4Request('nvfp4-nibble-f32', 'F16', tensor, 'nibble', 'F32', chunked, chunked),
+    nvfp4Request('nvfp4-byte-bf16', 'F32', tensor, 'byte', 'BF16', chunked, chunked),
+    nvfp4Request('nvfp4-byte-f16', 'F16', tensor, 'byte', 'source', chunked, chunked),
+    nvfp4Request('nvfp4-byte-f32', 'BF16', tensor, 'byte', 'F32', {}, chunked),
+    nvfp4Request('nvfp4-nibble-codes', 'BF16', tensor, 'nibble', 'codes', chunked, chunked),
+    nvfp4Request('nvfp4-byte-codes', 'BF16', tensor, 'byte', 'codes', chunked, chunked),
+    // F16 overflows to ±Inf (m = 2^32) and underflows to ±0 (m = 2^-32); stored streams; all-zero blocks.
+    nvfp4Request('nvfp4-stored-f16-huge', 'F16', randomNvfp4(5, 176, 41, 2 ** -32), 'nibble', 'source', { mode: 'stored' }, { mode: 'stored' }),
+    nvfp4Request('nvfp4-stored-f16-tiny', 'F16', randomNvfp4(5, 176, 42, 2 ** 32), 'byte', 'source', {}, { mode: 'stored' }),
+    nvfp4Request('nvfp4-stored-codes', 'BF16', randomNvfp4(3, 48, 43), 'nibble', 'codes', { mode: 'stored' }, { mode: 'stored' }),
+    nvfp4Request('nvfp4-zeros', 'BF16', zeros, 'nibble', 'source', { mode: 'rans' }, { mode: 'rans' }),
+  ];
+}
+
 /** One request of every path, small enough for a software adapter. */
 export function selfCheckRequests(): GpuDecodeRequest[] {
   const chunked = { chunkLog2: 12 };
@@ -102,6 +185,7 @@ export function selfCheckRequests(): GpuDecodeRequest[] {
     planesRequest('planes-f16-to-f32', 'F16', 9_000, 15, 'F32'),
     planesRequest('planes-f32-to-bf16', 'F32', 4_099, 16, 'BF16'),
     { entry: syntheticEntry('raw-f16-to-f32', 'F16', 'raw', [3, 5]), payload: randomElements(15, 2, 19), output: 'F32' },
+    ...nvfp4SelfCheckRequests(),
   ];
 }
 
@@ -112,11 +196,27 @@ export function firstDifference(a: Uint8Array, b: Uint8Array): number {
   return -1;
 }
 
-/** A tensor whose GPU result differs from the CPU reference: where, or that its scales differ. */
+/** A tensor whose GPU result differs from the CPU reference: where, or that its scales (row, block or global) differ. */
 export interface Mismatch {
   tensor: string;
   firstDifference: number;
   scales: boolean;
+}
+
+/** Whether a `codes` output's scales on the GPU differ from the reference's. */
+async function scalesDiffer(decoder: GpuDecoder, tensor: GpuTensor, expected: ReferenceOutput): Promise<boolean> {
+  if (expected.scales) {
+    const gpuScales = await decoder.readScales(tensor);
+    return firstDifference(new Uint8Array(gpuScales.buffer, gpuScales.byteOffset, gpuScales.byteLength), new Uint8Array(expected.scales.buffer)) >= 0;
+  }
+  if (expected.blockScales) {
+    const blockScales = await decoder.readBuffer(tensor.buffer, tensor.blockScales!.offset, tensor.blockScales!.count);
+    const globalScale = await decoder.readBuffer(tensor.buffer, tensor.globalScale!.offset, 4);
+    return firstDifference(blockScales, expected.blockScales) >= 0
+      || new DataView(globalScale.buffer, globalScale.byteOffset).getFloat32(0, true) !== expected.globalScale
+      || tensor.globalScale!.value !== expected.globalScale;
+  }
+  return false;
 }
 
 /** Decodes `requests` on the GPU and compares each with the CPU reference; returns the mismatches (none: pass). */
@@ -128,11 +228,7 @@ export async function compareWithCpu(decoder: GpuDecoder, requests: readonly Gpu
       const expected = referenceDecode(request);
       const actual = await decoder.readBack(tensors[i]!);
       const difference = firstDifference(actual, expected.bytes);
-      let scales = false;
-      if (expected.scales) {
-        const gpuScales = await decoder.readScales(tensors[i]!);
-        scales = firstDifference(new Uint8Array(gpuScales.buffer, gpuScales.byteOffset, gpuScales.byteLength), new Uint8Array(expected.scales.buffer)) >= 0;
-      }
+      const scales = await scalesDiffer(decoder, tensors[i]!, expected);
       if (difference >= 0 || scales) mismatches.push({ tensor: request.entry.name, firstDifference: difference, scales });
     }
   } finally {

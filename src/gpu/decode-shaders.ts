@@ -6,7 +6,7 @@
  * a workgroup table that is declared occupies workgroup memory even where unused.
  */
 /** The decoder's shader files, by name without `.wgsl`. */
-export type DecodeShaderName = 'decode' | 'decode-merge' | 'decode-float';
+export type DecodeShaderName = 'decode' | 'decode-merge' | 'decode-float' | 'decode-nvfp4';
 
 /**
  * Supplies the text of a shader file. In Node the default reads wgsl/ (decode-shader-files.ts); embedders pass

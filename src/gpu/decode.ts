@@ -1,7 +1,8 @@
 /**
- * GPU decoding of .eqz tensors straight into GPU buffers (wgsl/decode.wgsl, wgsl/decode-merge.wgsl):
- * fp8-e4m3 / int8 tensors dequantized to F32, F16 or BF16 (or left as codes + scales), planes tensors
- * reassembled to their original bytes (or converted), raw tensors uploaded. Many tensors share one dispatch.
+ * GPU decoding of .eqz tensors straight into GPU buffers (wgsl/decode*.wgsl): fp8-e4m3 / int8 tensors dequantized
+ * to F32, F16 or BF16 (or left as codes + row scales), nvfp4 tensors dequantized likewise (or left as
+ * compressed-tensors' packed codes + block scales + global scale), planes tensors reassembled to their original
+ * bytes (or converted), raw tensors uploaded. Many tensors share one dispatch.
  *
  *     const decoder = await GpuDecoder.create(await acquireGpu());
  *     const [q, k] = await decoder.decodeToBuffers([
@@ -16,7 +17,9 @@
  * decode exactly, an E4M3 NaN code) the kernels report per chunk, and the call rejects with the EqzError codes
  * the CPU decoder uses (CorruptStream, InvalidValue), naming the tensor and, with `payloadOffset`, the file offset.
  * A call's inputs all go to the GPU at once: decode a large model in groups of tensors (a block at a time).
- * nvfp4 tensors are not decoded on the GPU (UnknownEncoding): decode them on the CPU.
+ * An nvfp4 tensor's block-scale stream is decoded first, in the same pass, into a temporary buffer that its
+ * code stream's dequantizing dispatches then read (spec §7.6: m = 1 / global_scale is computed on the host, where
+ * it is correctly rounded).
  *
  * Kernels (see wgsl/decode.wgsl): `wide` when the adapter's subgroups have 32 to 128 invocations (NVIDIA, AMD):
  * a chunk's 32 lanes are 32 invocations of one subgroup, words are handed out by ballot and taken from a
@@ -32,8 +35,8 @@ import { decodePayload, type OutputDtype } from '../decode/tensor.js';
 import { EqzError } from '../errors.js';
 import type { GpuContext } from './device.js';
 import {
-  planDecode, type ChunkWork, type DecodeDispatch, type DecodePlan, type GpuDecodeRequest, type MergeDispatch,
-  FORMAT_BYTES, MAX_CHUNKS_PER_GROUP, MODE_RANS,
+  planDecode, type ChunkWork, type DecodeDispatch, type DecodePipeline, type DecodePlan, type GpuDecodeRequest,
+  type MergeDispatch, type PlannedStream, BYTES_PIPELINE, MAX_CHUNKS_PER_GROUP, MODE_RANS,
 } from './decode-plan.js';
 import { createPipeline, preprocessWgsl, type ShaderLoader } from './decode-shaders.js';
 
@@ -67,19 +70,28 @@ export interface GpuDecoderOptions {
 /** A decoded tensor in a GPU buffer. Several tensors of one call may share a buffer. */
 export interface GpuTensor {
   name: string;
-  /** Element dtype of the bytes: the output dtype, or F8_E4M3 / I8 for `codes` outputs. */
+  /** Element dtype of the bytes: the output dtype, or F8_E4M3 / I8 / U8 (nvfp4's packed codes) for `codes` outputs. */
   dtype: Dtype;
+  /** The tensor's shape; for nvfp4 `codes`, the packed codes' [rows, cols/2]. */
   shape: number[];
   buffer: GPUBuffer;
   /** Byte offset of the first element in `buffer` (a multiple of 256). */
   offset: number;
   byteLength: number;
-  /** `codes` outputs: one f32 scale per row, at this byte offset of `buffer`. */
+  /** fp8-e4m3 / int8 `codes` outputs: one f32 scale per row, at this byte offset of `buffer`. */
   scales?: { offset: number; count: number };
+  /** nvfp4 `codes` outputs: the E4M3 block-scale bytes ([rows, cols/16]) at this byte offset of `buffer`. */
+  blockScales?: { offset: number; count: number };
+  /** nvfp4 `codes` outputs: the f32 global scale at this byte offset of `buffer`, and its value. */
+  globalScale?: { offset: number; value: number };
 }
 
 const DEFAULT_SCRATCH_BYTES = 256 * 1024 * 1024;
 const STATUS_BYTES = 16;
+/** Status words (decode.wgsl STATUS_*): the first chunk that did not decode, subgroups unsuitable, the first NaN code. */
+const STATUS_FAILURE = 0;
+const STATUS_LAYOUT = 1;
+const STATUS_INVALID_CODE = 2;
 const MERGE_UNIFORM_STRIDE = 256;
 const MAX_DISPATCH_DIMENSION = 65535;
 const MERGE_WORKGROUP = 256;
@@ -110,8 +122,8 @@ function cachedPipeline(
   return pipeline;
 }
 
-function kernelFlags(kernel: DecodeKernel, table: 'workgroup' | 'storage'): Record<string, boolean> {
-  return { SUBGROUPS: kernel !== 'portable', WIDE: kernel === 'wide', TABLE_IN_WORKGROUP: table === 'workgroup' };
+function kernelFlags(kernel: DecodeKernel, table: 'workgroup' | 'storage', nvfp4: boolean): Record<string, boolean> {
+  return { SUBGROUPS: kernel !== 'portable', WIDE: kernel === 'wide', TABLE_IN_WORKGROUP: table === 'workgroup', NVFP4: nvfp4 };
 }
 
 /** The fastest path `gpu` supports. */
@@ -132,8 +144,8 @@ export class GpuDecoder {
   private readonly maxBufferBytes: number;
   private readonly scratchLimit: number;
   private readonly loader: ShaderLoader;
-  /** Preprocessed decode.wgsl per kernel. */
-  private readonly sources = new Map<DecodeKernel, string>();
+  /** Preprocessed decode.wgsl per kernel, with and without NVFP4. */
+  private readonly sources = new Map<string, string>();
   private scratch: GPUBuffer | undefined;
 
   private constructor(gpu: GpuContext, options: GpuDecoderOptions, loader: ShaderLoader) {
@@ -161,7 +173,7 @@ export class GpuDecoder {
     const loader = options.shaderLoader ?? (await import('./decode-shader-files.js')).fileShaderLoader;
     const decoder = new GpuDecoder(gpu, options, loader);
     const chunks = decoder.chunksPerWorkgroup;
-    await decoder.decodePipeline(FORMAT_BYTES, chunks === 'auto' ? decoder.maxChunksPerWorkgroup : chunks);
+    await decoder.decodePipeline(BYTES_PIPELINE, chunks === 'auto' ? decoder.maxChunksPerWorkgroup : chunks);
     return decoder;
   }
 
@@ -170,17 +182,20 @@ export class GpuDecoder {
     return this.kernelInUse;
   }
 
-  /** The decode pipeline for an output format (decode-plan.ts FORMAT_*) and chunks per workgroup, with this decoder's kernel. */
-  decodePipeline(format: number, chunksPerGroup: number): Promise<GPUComputePipeline> {
+  /** The decode pipeline `pipeline` (decode-plan.ts) with `chunksPerGroup` chunks per workgroup and this decoder's kernel. */
+  decodePipeline(pipeline: DecodePipeline, chunksPerGroup: number): Promise<GPUComputePipeline> {
     const kernel = this.kernelInUse;
-    let code = this.sources.get(kernel);
+    const nvfp4 = pipeline.nvfp4Elements > 0;
+    const variant = `${kernel}${nvfp4 ? ' nvfp4' : ''}`;
+    let code = this.sources.get(variant);
     if (code === undefined) {
-      code = preprocessWgsl(this.loader('decode'), kernelFlags(kernel, this.table), this.loader);
-      this.sources.set(kernel, code);
+      code = preprocessWgsl(this.loader('decode'), kernelFlags(kernel, this.table, nvfp4), this.loader);
+      this.sources.set(variant, code);
     }
     const fixedSize = this.gpu.subgroupMinSize === this.gpu.subgroupMaxSize ? this.gpu.subgroupMinSize : 0;
     return cachedPipeline(this.gpu.device, 'decode.wgsl', code, 'decode', {
-      OUTPUT_FORMAT: format, CHUNKS_PER_GROUP: chunksPerGroup, SUBGROUP_SIZE: kernel === 'wide' ? fixedSize : 0,
+      OUTPUT_FORMAT: pipeline.format, SYMBOL_BITS: pipeline.symbolBits, SYMBOL_ELEMENTS: Math.max(1, pipeline.nvfp4Elements),
+      CHUNKS_PER_GROUP: chunksPerGroup, SUBGROUP_SIZE: kernel === 'wide' ? fixedSize : 0,
     });
   }
 
@@ -326,20 +341,26 @@ export class GpuDecodeJob {
     const device = decoder.gpu.device;
     this.device = device;
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-    this.arenas = plan.arenaSizes.map((size, i) => device.createBuffer({ label: `eqz decoded ${i}`, size: Math.max(4, size), usage }));
+    this.arenas = plan.arenas.map(({ size, temporary }, i) => device.createBuffer({
+      label: `eqz ${temporary ? 'block scales' : 'decoded'} ${i}`, size: Math.max(4, size), usage,
+    }));
     this.tensors = plan.outputs.map((output, i) => ({
       name: requests[i]!.entry.name,
       dtype: output.dtype,
-      shape: [...requests[i]!.entry.shape],
+      shape: output.shape,
       buffer: this.arenas[output.arena]!,
       offset: output.offset,
       byteLength: output.byteLength,
       scales: output.scales ? { offset: output.scales.offset, count: output.scales.count } : undefined,
+      blockScales: output.blockScales,
+      globalScale: output.globalScale,
     }));
     this.outputBytes = plan.outputs.reduce((sum, output) => sum + output.byteLength, 0);
     for (const output of plan.outputs) {
-      if (output.hostBytes) writePadded(device, this.arenas[output.arena]!, output.offset, output.hostBytes);
-      if (output.scales) writePadded(device, this.arenas[output.arena]!, output.scales.offset, new Uint8Array(output.scales.values.buffer));
+      const arena = this.arenas[output.arena]!;
+      if (output.hostBytes) writePadded(device, arena, output.offset, output.hostBytes);
+      if (output.scales) writePadded(device, arena, output.scales.offset, new Uint8Array(output.scales.values.buffer));
+      if (output.globalScale) device.queue.writeBuffer(arena, output.globalScale.offset, Float32Array.of(output.globalScale.value));
     }
     this.scratch = plan.scratchSize > 0 ? decoder.scratchBuffer(plan.scratchSize) : undefined;
     const mergeCount = plan.rounds.reduce((sum, round) => sum + round.merges.length, 0);
@@ -369,16 +390,18 @@ export class GpuDecodeJob {
     for (const round of this.rounds) {
       for (const bound of round.decodes) {
         const { dispatch } = bound;
-        bound.pipeline = await this.decoder.decodePipeline(dispatch.format, dispatch.chunksPerGroup);
+        bound.pipeline = await this.decoder.decodePipeline(dispatch.pipeline, dispatch.chunksPerGroup);
         const output = dispatch.arena < 0 ? this.scratch! : this.arenas[dispatch.arena]!;
-        bound.bindGroup = this.device.createBindGroup({
-          layout: bound.pipeline.getBindGroupLayout(0),
-          entries: [
-            { binding: 0, resource: { buffer: bound.data } },
-            { binding: 1, resource: { buffer: output, offset: dispatch.outputOffset, size: Math.max(4, dispatch.outputSize) } },
-            { binding: 2, resource: { buffer: this.status } },
-          ],
-        });
+        const entries: GPUBindGroupEntry[] = [
+          { binding: 0, resource: { buffer: bound.data } },
+          { binding: 1, resource: { buffer: output, offset: dispatch.outputOffset, size: Math.max(4, dispatch.outputSize) } },
+          { binding: 2, resource: { buffer: this.status } },
+        ];
+        const { blockScales } = dispatch;
+        if (blockScales) {
+          entries.push({ binding: 3, resource: { buffer: this.arenas[blockScales.arena]!, offset: blockScales.offset, size: Math.max(4, blockScales.size) } });
+        }
+        bound.bindGroup = this.device.createBindGroup({ layout: bound.pipeline.getBindGroupLayout(0), entries });
       }
       for (const bound of round.merges) {
         const { dispatch } = bound;
@@ -416,8 +439,8 @@ export class GpuDecodeJob {
   }
 
   /**
-   * Runs the job and checks the kernels' status: rejects with the EqzError of the first bad chunk. If the
-   * subgroup layout did not suit the kernel, falls back to the portable kernel and runs again.
+   * Runs the job and checks the kernels' status: rejects with the EqzError of the first bad chunk (see
+   * {@link failureOf}). If the subgroup layout did not suit the kernel, falls back to the next kernel and runs again.
    */
   async run(): Promise<void> {
     for (;;) {
@@ -425,15 +448,31 @@ export class GpuDecodeJob {
       this.encode(encoder);
       this.device.queue.submit([encoder.finish()]);
       const status = await this.readStatus();
-      if (status[1] !== 0 && this.decoder.kernel !== 'portable') {
+      if (status[STATUS_LAYOUT] !== 0 && this.decoder.kernel !== 'portable') {
         // The kernel found the subgroups unsuitable and wrote nothing: run again with the next kernel.
         this.decoder.fallBack();
         await this.resolvePipelines();
         continue;
       }
-      if (status[0] !== 0) throw this.failure((~status[0]!) >>> 0);
+      const failure = this.failureOf(status);
+      if (failure) throw failure;
       return;
     }
+  }
+
+  /**
+   * The error the status words of a run report, or undefined when every chunk decoded exactly. Of a chunk that
+   * does not decode exactly and one that decodes an E4M3 NaN code, the one the CPU decoder meets first: it checks
+   * a stream's codes after the whole stream has decoded, so the NaN code only if its stream comes first.
+   */
+  failureOf(status: Uint32Array): EqzError | undefined {
+    const [corrupt, invalid] = [STATUS_FAILURE, STATUS_INVALID_CODE].map((word) => (status[word] ? (~status[word]!) >>> 0 : undefined));
+    if (corrupt === undefined && invalid === undefined) return undefined;
+    if (corrupt === undefined || invalid === undefined) return this.failure((corrupt ?? invalid)!);
+    const streamOf = (code: number): PlannedStream | undefined => this.plan.chunks[code >> 3]?.stream;
+    const [a, b] = [streamOf(invalid), streamOf(corrupt)];
+    const invalidFirst = a && b && (a.request < b.request || (a.request === b.request && a.offset < b.offset));
+    return this.failure(invalidFirst ? invalid : corrupt);
   }
 
   /** The status words of the last run (awaits its completion). */
@@ -450,27 +489,28 @@ export class GpuDecodeJob {
     if (!chunk) return new EqzError('CorruptStream', `GPU decoder reported an unknown chunk (${code})`);
     const { stream } = chunk;
     const request = this.requests[stream.request]!;
-    const where = request.entry.encoding === 'planes' ? `plane ${stream.plane} ` : '';
+    const where = stream.part ? `${stream.part} ` : '';
     const offset = stream.offset + (stream.mode === MODE_RANS
       ? stream.layout!.statesOffset + chunk.index * 128
-      : STREAM_HEADER_SIZE + chunk.first);
+      : STREAM_HEADER_SIZE + (chunk.first * stream.header.symbolBits) / 8);
     const error = reason === FAILURE_INVALID_CODE
       ? new EqzError('InvalidValue', `${where}chunk ${chunk.index}: an E4M3 NaN code (0x7F or 0xFF)`, { offset })
       : new EqzError('CorruptStream', `${where}chunk ${chunk.index}: ${FAILURE_MESSAGES[reason] ?? `failure ${reason}`}`, { offset });
     return error.locate({ tensor: request.entry.name, offsetBase: request.payloadOffset });
   }
 
-  /** Frees the uploaded inputs (the outputs stay). */
+  /** Frees the uploaded inputs and intermediate results (the outputs stay). */
   destroyInputs(): void {
     for (const round of this.rounds) for (const bound of round.decodes) bound.data.destroy();
     this.uniforms?.destroy();
     this.status.destroy();
     this.statusReadback.destroy();
+    this.plan.arenas.forEach((arena, i) => { if (arena.temporary) this.arenas[i]!.destroy(); });
   }
 
   /** Frees the output buffers. */
   destroyOutputs(): void {
-    for (const arena of this.arenas) arena.destroy();
+    this.plan.arenas.forEach((arena, i) => { if (!arena.temporary) this.arenas[i]!.destroy(); });
   }
 }
 
