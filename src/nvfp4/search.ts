@@ -169,8 +169,7 @@ class GpuSearchBackend implements SearchBackend {
       pass.dispatchWorkgroups(Math.ceil(chunk.blocks / WORKGROUP));
       pass.end();
     }
-    this.device.queue.submit([encoder.finish()]);
-    return Float64Array.from(new Uint32Array(await readBack(this.device, this.counts, COUNT_ENTRIES * 4)));
+    return Float64Array.from(new Uint32Array(await readBack(this.device, this.counts, COUNT_ENTRIES * 4, encoder)));
   }
 
   async result(): Promise<{ blockScales: Uint8Array; packed: Uint8Array }> {

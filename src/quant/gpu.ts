@@ -82,10 +82,12 @@ export function releaseBuffers(device: GPUDevice, buffers: readonly GPUBuffer[])
   }
 }
 
-/** Copies `size` bytes of `source` back to the CPU (through a pooled staging buffer). */
-export async function readBack(device: GPUDevice, source: GPUBuffer, size: number): Promise<ArrayBuffer> {
+/**
+ * Copies `size` bytes of `source` back to the CPU (through a pooled staging buffer). Given `encoder` (unfinished),
+ * the copy joins its commands in one submission: a pass that ends in a readback then costs one round trip.
+ */
+export async function readBack(device: GPUDevice, source: GPUBuffer, size: number, encoder = device.createCommandEncoder()): Promise<ArrayBuffer> {
   const staging = acquireBuffer(device, size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
-  const encoder = device.createCommandEncoder();
   encoder.copyBufferToBuffer(source, 0, staging, 0, Math.ceil(size / 4) * 4);
   device.queue.submit([encoder.finish()]);
   await staging.mapAsync(GPUMapMode.READ, 0, Math.ceil(size / 4) * 4);

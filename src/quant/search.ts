@@ -200,8 +200,7 @@ class GpuSearchBackend implements SearchBackend {
       pass.dispatchWorkgroups(chunk.rows);
       pass.end();
     }
-    this.device.queue.submit([encoder.finish()]);
-    const words = new Uint32Array(await readBack(this.device, this.shared.stats, this.rows * 12));
+    const words = new Uint32Array(await readBack(this.device, this.shared.stats, this.rows * 12, encoder));
     const absMaxBits = new Uint32Array(this.rows);
     const squares = new Float64Array(2 * this.rows);
     for (let r = 0; r < this.rows; r++) {
@@ -229,8 +228,7 @@ class GpuSearchBackend implements SearchBackend {
       pass.dispatchWorkgroups(chunk.rows);
       pass.end();
     }
-    this.device.queue.submit([encoder.finish()]);
-    return Float64Array.from(new Uint32Array(await readBack(this.device, this.shared.counts, 1024)));
+    return Float64Array.from(new Uint32Array(await readBack(this.device, this.shared.counts, 1024, encoder)));
   }
 
   async result(): Promise<{ codes: Uint8Array; indices: Uint32Array }> {
