@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { acquireGpu } from '../src/gpu/device.js';
 import { openModel, writeModel } from '../src/io/model-folder.js';
 import { encodeModel } from '../src/convert/encode.js';
-import { quantizingEncoder } from '../src/convert/quantize.js';
+import { quantizingEncoder, sharedHeadsImportance } from '../src/convert/quantize.js';
 import { EqzReader } from '../src/container/reader.js';
 import { fileSource } from '../src/container/file-source.js';
 import { initCodec, decodeStream } from '../src/codec/index.js';
@@ -28,6 +28,19 @@ function independentDequantize(payload: Uint8Array, rows: number, cols: number):
   for (let i = 0; i < out.length; i++) out[i] = Math.fround(E4M3_VALUES[codes[i]!]! * scales[Math.floor(i / cols)]!);
   return out;
 }
+
+describe('sharedHeadsImportance', () => {
+  it('weighs key and value projections by the query heads each serves, nothing else', () => {
+    const gqa = sharedHeadsImportance({ num_attention_heads: 32, num_key_value_heads: 8 });
+    expect(gqa('model.layers.0.self_attn.k_proj.weight')).toBe(4);
+    expect(gqa('model.layers.0.self_attn.v_proj.weight')).toBe(4);
+    expect(gqa('model.layers.0.self_attn.q_proj.weight')).toBe(1);
+    expect(gqa('model.layers.0.mlp.up_proj.weight')).toBe(1);
+    expect(sharedHeadsImportance({ num_attention_heads: 8 })('model.layers.0.self_attn.k_proj.weight')).toBe(1);
+    expect(sharedHeadsImportance({ num_attention_heads: 8, num_key_value_heads: 3 })('a.k_proj.weight')).toBe(1);
+    expect(sharedHeadsImportance(undefined)('a.k_proj.weight')).toBe(1);
+  });
+});
 
 describe('eqz convert --bits on stories260K', () => {
   it('hits the rate, and --dtype bf16 decodes per the spec formula', async () => {
@@ -68,7 +81,11 @@ describe('eqz convert --bits on stories260K', () => {
     const packed = join(dir, 'auto.eqz');
     expect((await eqz('convert', model, '-o', packed, '--bits', '4', '--format', 'auto', '--device', 'cpu')).status).toBe(0);
     const file = await openEqz(new Uint8Array(await readFile(packed)));
-    const stats = JSON.parse(String(file.reader.metadata.get('eqz.stats')!.value)) as Record<string, { relL2: number }>;
+    const stats = JSON.parse(String(file.reader.metadata.get('eqz.stats')!.value)) as Record<string, { relL2: number; importance?: number }>;
+    // 8 query heads share 4 key/value heads: k_proj and v_proj errors weigh twice under the model-wide λ.
+    expect(stats['model.layers.2.self_attn.k_proj.weight']!.importance).toBe(2);
+    expect(stats['model.layers.2.self_attn.v_proj.weight']!.importance).toBe(2);
+    expect(stats['model.layers.2.self_attn.q_proj.weight']!.importance).toBeUndefined();
     const original = await openModel(model);
     const grids = new Set<string>();
     for (const entry of file.tensors.filter((t) => t.encoding === 'int8' || t.encoding === 'fp8-e4m3')) {
