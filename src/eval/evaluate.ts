@@ -73,11 +73,14 @@ function describeModel(source: WeightSource): LlamaModelSource {
   return { config, names: llamaTensorNames(config, source), source };
 }
 
+async function loadCpuModel(model: LlamaModelSource, ctx: number): Promise<LlamaCpuModel> {
+  return new LlamaCpuModel(model.config, await loadLlamaTensors(model.source, model.names), ctx);
+}
+
 async function createCpuScorer(model: LlamaModelSource, ref: LlamaModelSource | undefined, ctx: number): Promise<WindowScorer> {
   const vocab = model.config.vocabSize;
-  const load = async (m: LlamaModelSource) => new LlamaCpuModel(m.config, await loadLlamaTensors(m.source, m.names), ctx);
-  const modelCpu = await load(model);
-  const refCpu = ref && (await load(ref));
+  const modelCpu = await loadCpuModel(model, ctx);
+  const refCpu = ref && (await loadCpuModel(ref, ctx));
   const logits = new Float32Array(ctx * vocab);
   const refLogits = refCpu ? new Float32Array(ctx * vocab) : undefined;
   return {
@@ -107,30 +110,43 @@ function checkContext(ctx: number, config: LlamaConfig, which: string): void {
   }
 }
 
-/**
- * Perplexity of `model` on `tokens` (and mean KL(ref ‖ model) with `options.ref`), in the windows described in
- * this module's header. Throws EqzError for a model that is not Llama, a token id ≥ vocab_size (offset = its byte
- * offset in a token file), ctx above max_position_embeddings, or a reference with another vocabulary.
- */
-export async function evaluate(model: WeightSource, tokens: Uint16Array, options: EvaluateOptions): Promise<EvaluationResult> {
-  const opened = describeModel(model);
-  const ref = options.ref && describeModel(options.ref);
-  const { config } = opened;
-  if (ref && ref.config.vocabSize !== config.vocabSize) {
-    throw new EqzError('InvalidValue', `the reference model's vocab_size ${ref.config.vocabSize} differs from the model's ${config.vocabSize}`);
+function checkSameVocabulary(model: LlamaModelSource, ref: LlamaModelSource): void {
+  if (ref.config.vocabSize !== model.config.vocabSize) {
+    throw new EqzError('InvalidValue', `the reference model's vocab_size ${ref.config.vocabSize} differs from the model's ${model.config.vocabSize}`);
   }
-  const ctx = options.ctx ?? config.maxPositions;
-  checkContext(ctx, config, 'model');
-  if (ref) checkContext(ctx, ref.config, 'reference model');
-  checkTokens(tokens, config.vocabSize);
-  const allWindows = Math.ceil((tokens.length - 1) / ctx);
-  const windows = Math.min(allWindows, options.maxWindows ?? allWindows);
-  if (!Number.isInteger(windows) || windows < 1) throw new EqzError('InvalidValue', `maxWindows must be a positive integer, got ${options.maxWindows}`);
+}
 
-  const backend = options.backend;
-  const scorer = backend === 'cpu' ? await createCpuScorer(opened, ref, ctx) : await createGpuScorer(backend, opened, ref, ctx, options.gpuBindingLimit);
+/** Which windows an evaluation scores: their length and how many of them. */
+interface WindowPlan {
+  ctx: number;
+  windows: number;
+}
+
+/**
+ * The windows over `tokens` for `model` (and `ref`), after checking ctx against both configs, every token id
+ * against the vocabulary and `maxWindows`.
+ */
+function planWindows(
+  model: LlamaModelSource, ref: LlamaModelSource | undefined, tokens: Uint16Array, ctxOption: number | undefined, maxWindows: number | undefined,
+): WindowPlan {
+  const ctx = ctxOption ?? model.config.maxPositions;
+  checkContext(ctx, model.config, 'model');
+  if (ref) checkContext(ctx, ref.config, 'reference model');
+  checkTokens(tokens, model.config.vocabSize);
+  const allWindows = Math.ceil((tokens.length - 1) / ctx);
+  const windows = Math.min(allWindows, maxWindows ?? allWindows);
+  if (!Number.isInteger(windows) || windows < 1) throw new EqzError('InvalidValue', `maxWindows must be a positive integer, got ${maxWindows}`);
+  return { ctx, windows };
+}
+
+/** Feeds the planned windows of `tokens` to `scorer` in order (destroying it at the end) and sums up. */
+async function scoreWindows(
+  scorer: WindowScorer, tokens: Uint16Array, plan: WindowPlan, withKl: boolean, backend: string,
+  onProgress: ((done: number, total: number) => void) | undefined,
+): Promise<EvaluationResult> {
+  const { ctx, windows } = plan;
   const nll = new Float64Array(ctx);
-  const kl = ref ? new Float64Array(ctx) : undefined;
+  const kl = withKl ? new Float64Array(ctx) : undefined;
   const windowNll = new Float64Array(windows);
   let nllSum = 0;
   let klSum = 0;
@@ -147,7 +163,7 @@ export async function evaluate(model: WeightSource, tokens: Uint16Array, options
       windowNll[k] = sum / count;
       nllSum += sum;
       predicted += count;
-      options.onProgress?.(k + 1, windows);
+      onProgress?.(k + 1, windows);
     }
   } finally {
     scorer.destroy();
@@ -160,6 +176,78 @@ export async function evaluate(model: WeightSource, tokens: Uint16Array, options
     windows,
     windowNll,
     klMean: kl ? klSum / predicted : undefined,
-    backend: backend === 'cpu' ? 'cpu' : backend.description,
+    backend,
+  };
+}
+
+/**
+ * Perplexity of `model` on `tokens` (and mean KL(ref ‖ model) with `options.ref`), in the windows described in
+ * this module's header. Throws EqzError for a model that is not Llama, a token id ≥ vocab_size (offset = its byte
+ * offset in a token file), ctx above max_position_embeddings, or a reference with another vocabulary.
+ */
+export async function evaluate(model: WeightSource, tokens: Uint16Array, options: EvaluateOptions): Promise<EvaluationResult> {
+  const opened = describeModel(model);
+  const ref = options.ref && describeModel(options.ref);
+  if (ref) checkSameVocabulary(opened, ref);
+  const plan = planWindows(opened, ref, tokens, options.ctx, options.maxWindows);
+  const backend = options.backend;
+  const scorer = backend === 'cpu' ? await createCpuScorer(opened, ref, plan.ctx) : await createGpuScorer(backend, opened, ref, plan.ctx, options.gpuBindingLimit);
+  return scoreWindows(scorer, tokens, plan, ref !== undefined, backend === 'cpu' ? 'cpu' : backend.description, options.onProgress);
+}
+
+/** A reference model's logits over every window, computed once, and the scoring of other models against them. */
+export interface ReferenceEvaluator {
+  /** The reference model's own perplexity over the windows (no KL). */
+  reference: EvaluationResult;
+  /**
+   * `model` over the same windows with mean KL(reference ‖ model) taken from the kept logits: what
+   * `evaluate(model, tokens, { ref, backend: 'cpu', ctx, maxWindows })` computes, without running the reference
+   * again. Throws as {@link evaluate} does.
+   */
+  evaluate(model: WeightSource, onProgress?: (done: number, total: number) => void): Promise<EvaluationResult>;
+}
+
+/**
+ * Runs `ref` over `tokens` once on the CPU backend (windows as in {@link evaluate}) and keeps its logits, so that
+ * many models (the quantizations of one original) can be scored against it at the cost of their own forward pass
+ * only. The logits take windows × ctx × vocab_size × 4 bytes. Throws as {@link evaluate} does.
+ */
+export async function referenceEvaluator(
+  ref: WeightSource, tokens: Uint16Array, options: { ctx?: number; maxWindows?: number; onProgress?: (done: number, total: number) => void } = {},
+): Promise<ReferenceEvaluator> {
+  const reference = describeModel(ref);
+  const plan = planWindows(reference, undefined, tokens, options.ctx, options.maxWindows);
+  const vocab = reference.config.vocabSize;
+  const referenceCpu = await loadCpuModel(reference, plan.ctx);
+  const keptLogits: Float32Array[] = [];
+  const referenceResult = await scoreWindows({
+    async score(window, nll) {
+      const logits = new Float32Array((window.length - 1) * vocab);
+      referenceCpu.logits(window.subarray(0, window.length - 1), logits);
+      keptLogits.push(logits);
+      scoreLogits(logits, window.subarray(1), vocab, nll);
+    },
+    destroy() {},
+  }, tokens, plan, false, 'cpu', options.onProgress);
+
+  return {
+    reference: referenceResult,
+    async evaluate(model, onProgress) {
+      const opened = describeModel(model);
+      checkSameVocabulary(opened, reference);
+      checkContext(plan.ctx, opened.config, 'model');
+      const modelCpu = await loadCpuModel(opened, plan.ctx);
+      const logits = new Float32Array(plan.ctx * vocab);
+      let windowIndex = 0;
+      return scoreWindows({
+        async score(window, nll, kl) {
+          // scoreWindows feeds the windows in order, the order their reference logits were kept in.
+          const referenceLogits = keptLogits[windowIndex++]!;
+          modelCpu.logits(window.subarray(0, window.length - 1), logits);
+          scoreLogits(logits, window.subarray(1), vocab, nll, { logits: referenceLogits, kl: kl! });
+        },
+        destroy() {},
+      }, tokens, plan, true, 'cpu', onProgress);
+    },
   };
 }
