@@ -60,17 +60,6 @@ export interface EqzFile {
   close(): Promise<void>;
 }
 
-/**
- * decode.wgsl's decode table takes 16 KiB of workgroup memory beside about 5 KiB of other workgroup arrays, and
- * WebGPU's default limit, which a device opened without `requiredLimits` has, is 16 KiB: such a device gets the
- * table in a storage buffer rather than pipelines that fail to compile.
- */
-const WORKGROUP_TABLE_NEEDS = 32 * 1024;
-
-function tablePlacement(device: GPUDevice): 'workgroup' | 'storage' {
-  return device.limits.maxComputeWorkgroupStorageSize >= WORKGROUP_TABLE_NEEDS ? 'workgroup' : 'storage';
-}
-
 /** One GPU decoder per device: its pipelines are compiled once. */
 const gpuDecoders = new WeakMap<GPUDevice, Promise<GpuDecoder>>();
 
@@ -86,7 +75,7 @@ function gpuDecoderFor(device: GPUDevice): Promise<GpuDecoder> {
         if (source === undefined) throw new Error(`the GPU decoder's shader ${name}.wgsl is not embedded in this build`);
         return source;
       };
-      return GpuDecoder.create(gpuContextOf(device), { shaderLoader, table: tablePlacement(device) });
+      return GpuDecoder.create(gpuContextOf(device), { shaderLoader });
     })();
     decoder.catch(() => gpuDecoders.delete(device));
     gpuDecoders.set(device, decoder);

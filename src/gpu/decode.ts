@@ -48,11 +48,20 @@ export type { GpuDecodeRequest, GpuOutput } from './decode-plan.js';
  */
 export type DecodeKernel = 'wide' | 'narrow' | 'portable';
 
+/**
+ * Workgroup memory the kernels need with the table in it: 16 KiB of table beside about 5 KiB of other arrays
+ * (decode.wgsl), rounded up to the next limit a device is likely to grant. WebGPU's default limit is 16 KiB.
+ */
+export const WORKGROUP_TABLE_BYTES = 32 * 1024;
+
 /** Options of {@link GpuDecoder.create}. */
 export interface GpuDecoderOptions {
   /** Kernel path; default the fastest the adapter's features allow. */
   kernel?: DecodeKernel;
-  /** Where the 4096-slot decode tables live while decoding: workgroup memory (default) or a storage buffer. */
+  /**
+   * Where the 4096-slot decode tables live while decoding: workgroup memory or a storage buffer. Default:
+   * workgroup memory where the device allows {@link WORKGROUP_TABLE_BYTES} of it (not WebGPU's default limit).
+   */
   table?: 'workgroup' | 'storage';
   /**
    * Chunks (of 32 lanes) per workgroup, 1..8, or `auto` (per dispatch: fewer when chunks are few, so they spread
@@ -153,7 +162,7 @@ export class GpuDecoder {
     const limits = gpu.device.limits;
     this.kernelInUse = options.kernel ?? defaultKernel(gpu);
     if (this.kernelInUse !== 'portable' && !gpu.subgroups) throw new Error(`the ${this.kernelInUse} kernel needs subgroups, which ${gpu.description} lacks`);
-    this.table = options.table ?? 'workgroup';
+    this.table = options.table ?? (gpu.device.limits.maxComputeWorkgroupStorageSize >= WORKGROUP_TABLE_BYTES ? 'workgroup' : 'storage');
     // A device opened with default limits (compatibility mode: 128 invocations) holds fewer chunks per workgroup.
     this.maxChunksPerWorkgroup = Math.min(MAX_CHUNKS_PER_GROUP, Math.floor(limits.maxComputeInvocationsPerWorkgroup / 32));
     const chunks = options.chunksPerWorkgroup ?? (gpu.software ? this.maxChunksPerWorkgroup : 'auto');
