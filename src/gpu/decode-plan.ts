@@ -26,7 +26,7 @@ import {
   type SymbolBits,
 } from '../codec/stream-format.js';
 import { NVFP4_BLOCK } from '../nvfp4/e2m1.js';
-import { MAX_GLOBAL_SCALE, MIN_GLOBAL_SCALE, NVFP4_PAYLOAD_HEADER_BYTES, reciprocalScale } from '../nvfp4/payload.js';
+import { NVFP4_PAYLOAD_HEADER_BYTES, parseNvfp4Header, reciprocalScale } from '../nvfp4/payload.js';
 import { f32Bits } from '../tensor/dtype.js';
 
 /**
@@ -625,23 +625,10 @@ function parseNvfp4Payload(request: GpuDecodeRequest, index: number): Nvfp4Paylo
   if (!FLOAT_CONVERTIBLE.includes(entry.dtype)) throw new EqzError('UnsupportedDtype', `nvfp4 cannot stand for ${entry.dtype}`);
   if (entry.shape.length !== 2) throw new EqzError('Malformed', `nvfp4 needs rank 2, the shape is [${entry.shape.join(', ')}]`);
   const [rows, cols] = entry.shape as [number, number];
-  if (cols % NVFP4_BLOCK !== 0) throw new EqzError('Malformed', `nvfp4 needs dims[1] to be a multiple of ${NVFP4_BLOCK}, got ${cols}`);
-  if (payload.length < NVFP4_PAYLOAD_HEADER_BYTES) {
-    throw new EqzError('Malformed', `nvfp4 payload of ${payload.length} bytes is shorter than its ${NVFP4_PAYLOAD_HEADER_BYTES}-byte header`, { offset: 0 });
-  }
-  const globalScale = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getFloat32(0, true);
-  // Written so that NaN fails too.
-  if (!(globalScale >= MIN_GLOBAL_SCALE && globalScale <= MAX_GLOBAL_SCALE)) {
-    throw new EqzError('InvalidValue', `global_scale ${globalScale} is not finite, positive and in [2^-32, 2^32]`, { offset: 0 });
-  }
-  if (payload[4]! > 1) throw new EqzError('Malformed', `code_packing ${payload[4]} is not 0 (nibbles) or 1 (bytes)`, { offset: 4 });
-  for (let at = 5; at < NVFP4_PAYLOAD_HEADER_BYTES; at++) {
-    if (payload[at] !== 0) throw new EqzError('Malformed', 'nvfp4 reserved byte is not 0', { offset: at });
-  }
-  const numel = rows * cols;
+  const { numel, globalScale, packing } = parseNvfp4Header(payload, rows, cols);
   const blockScales = parseStream(request, index, 'block-scale stream', NVFP4_PAYLOAD_HEADER_BYTES, 8, numel / NVFP4_BLOCK);
   const codesAt = NVFP4_PAYLOAD_HEADER_BYTES + blockScales.header.byteLength;
-  const packedBytes = payload[4] === 1;
+  const packedBytes = packing === 'byte';
   const codes = parseStream(request, index, 'code stream', codesAt, packedBytes ? 8 : 4, packedBytes ? numel / 2 : numel);
   const end = codesAt + codes.header.byteLength;
   if (end !== payload.length) throw new EqzError('Malformed', `${payload.length - end} bytes after the code stream`, { offset: end });

@@ -171,22 +171,27 @@ function readStream(
   }
 }
 
+/** What the 8-byte header of an `nvfp4` payload says, once checked. */
+export interface Nvfp4Header {
+  /** Elements of the [rows, cols] tensor. */
+  numel: number;
+  globalScale: number;
+  packing: CodePacking;
+}
+
 /**
- * Decodes an `nvfp4` payload of a [rows, cols] tensor back to the compressed-tensors tensors, checking every
- * rule of spec §7.6: the shape (cols a multiple of 16), global_scale (InvalidValue), code_packing and the
- * reserved bytes (Malformed), each stream's symbol width, count and structure (Malformed / CorruptStream), NaN
- * block scales (InvalidValue), and no bytes after the code stream (Malformed). Error offsets count from
- * `context.payloadOffset` (0: payload-relative). Requires `await initCodec()`.
+ * Checks the shape and the 8-byte header of an `nvfp4` payload (spec §7.6): cols a multiple of 16 (Malformed),
+ * global_scale (InvalidValue), code_packing and the reserved bytes (Malformed). Error offsets count from
+ * `context.payloadOffset` (0: payload-relative).
  */
-export function decodeNvfp4Payload(payload: Uint8Array, rows: number, cols: number, context: PayloadContext = {}): DecodedNvfp4 {
+export function parseNvfp4Header(payload: Uint8Array, rows: number, cols: number, context: PayloadContext = {}): Nvfp4Header {
   const numel = checkShape(rows, cols, context);
   const base = context.payloadOffset ?? 0;
   const located = (offset: number) => ({ tensor: context.tensor, offset: base + offset });
   if (payload.length < NVFP4_PAYLOAD_HEADER_BYTES) {
     throw new EqzError('Malformed', `nvfp4 payload of ${payload.length} bytes is shorter than its 8-byte header`, located(0));
   }
-  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  const globalScale = view.getFloat32(0, true);
+  const globalScale = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getFloat32(0, true);
   const problem = globalScaleProblem(globalScale);
   if (problem) throw new EqzError('InvalidValue', problem, located(0));
   const packingCode = payload[4]!;
@@ -194,8 +199,19 @@ export function decodeNvfp4Payload(payload: Uint8Array, rows: number, cols: numb
   for (let i = 5; i < NVFP4_PAYLOAD_HEADER_BYTES; i++) {
     if (payload[i] !== 0) throw new EqzError('Malformed', 'nvfp4 reserved byte is not 0', located(i));
   }
-  const packing: CodePacking = packingCode === 1 ? 'byte' : 'nibble';
+  return { numel, globalScale, packing: packingCode === 1 ? 'byte' : 'nibble' };
+}
 
+/**
+ * Decodes an `nvfp4` payload of a [rows, cols] tensor back to the compressed-tensors tensors, checking every
+ * rule of spec §7.6: the header ({@link parseNvfp4Header}), each stream's symbol width, count and structure
+ * (Malformed / CorruptStream), NaN block scales (InvalidValue), and no bytes after the code stream (Malformed).
+ * Error offsets count from `context.payloadOffset` (0: payload-relative). Requires `await initCodec()`.
+ */
+export function decodeNvfp4Payload(payload: Uint8Array, rows: number, cols: number, context: PayloadContext = {}): DecodedNvfp4 {
+  const { numel, globalScale, packing } = parseNvfp4Header(payload, rows, cols, context);
+  const base = context.payloadOffset ?? 0;
+  const located = (offset: number) => ({ tensor: context.tensor, offset: base + offset });
   const blockScales = new Uint8Array(numel / NVFP4_BLOCK);
   let at = readStream(payload, NVFP4_PAYLOAD_HEADER_BYTES, 8, blockScales.length, blockScales, 'block-scale stream', context);
   const nan = firstNaNScale(blockScales);
