@@ -48,9 +48,17 @@ export function lengthsFromCounts(counts: Float64Array): { codeLengths: Uint32Ar
 }
 
 /** Where the passes run. Holds the tensor (uploaded once) across passes and runs. */
+/** The code and scale lengths a pass searches under. */
+type Lengths = ReturnType<typeof lengthsFromCounts>;
+
 interface SearchBackend {
   /** One pass; returns the histogram ({@link COUNT_ENTRIES}: codes, then scale codes). */
   pass(params: BlockSearchParams, writeResult: boolean): Promise<Float64Array>;
+  /**
+   * `count` passes that write no result, each under the over-relaxed lengths of the one before (starting from
+   * the lengths in `params`); returns the lengths after the last.
+   */
+  chain(params: BlockSearchParams, count: number): Promise<Lengths>;
   /** Scale codes and packed codes of the last pass that wrote its result. */
   result(): Promise<{ blockScales: Uint8Array; packed: Uint8Array }>;
   release(): void;
@@ -75,6 +83,10 @@ class CpuSearchBackend implements SearchBackend {
     counts.set(codeCounts);
     counts.set(scaleCounts, 16);
     return counts;
+  }
+
+  chain(params: BlockSearchParams, count: number): Promise<Lengths> {
+    return chainOnHost(this, params, count);
   }
 
   async result(): Promise<{ blockScales: Uint8Array; packed: Uint8Array }> {
@@ -119,6 +131,7 @@ class GpuSearchBackend implements SearchBackend {
     private readonly tables: GPUBuffer,
     private readonly counts: GPUBuffer,
     private readonly kernel: GPUComputePipeline,
+    private readonly update: { pipeline: GPUComputePipeline; group: GPUBindGroup },
   ) {}
 
   static async create(gpu: GpuContext, weights: Float32Array, bindingLimit?: number): Promise<GpuSearchBackend> {
@@ -147,29 +160,68 @@ class GpuSearchBackend implements SearchBackend {
       });
       return { firstBlock, blocks, weights: chunkWeights, scales, packed, params, group };
     });
-    return new GpuSearchBackend(device, blockCount, chunks, tables, counts, kernel);
+    const updatePipeline = await pipeline(device, 'nvfp4_tables.wgsl', 'update');
+    const updateGroup = device.createBindGroup({
+      layout: updatePipeline.getBindGroupLayout(0),
+      entries: [
+        { binding: 0, resource: { buffer: counts, size: COUNT_ENTRIES * 4 } },
+        { binding: 1, resource: { buffer: tables, size: TABLE_WORDS * 4 } },
+      ],
+    });
+    return new GpuSearchBackend(device, blockCount, chunks, tables, counts, kernel, { pipeline: updatePipeline, group: updateGroup });
   }
 
-  async pass(params: BlockSearchParams, writeResult: boolean): Promise<Float64Array> {
+  /** Uploads the pass's tables and parameters; returns an encoder for its dispatches. */
+  private prepare(params: BlockSearchParams, writeResult: boolean): GPUCommandEncoder {
     const tables = new Uint32Array(TABLE_WORDS);
     tables.set(new Uint32Array(params.decoded.buffer, params.decoded.byteOffset, params.decoded.length), 0);
     tables.set(params.codeLengths, SCALE_CANDIDATES * 8);
     tables.set(params.scaleLengths, SCALE_CANDIDATES * 8 + 16);
     this.device.queue.writeBuffer(this.tables, 0, tables);
-    const encoder = this.device.createCommandEncoder();
-    encoder.clearBuffer(this.counts, 0, COUNT_ENTRIES * 4);
     for (const chunk of this.chunks) {
       const uniform = new ArrayBuffer(PARAMS_BYTES);
       new Uint32Array(uniform).set([chunk.blocks, 0, params.rdo ? 1 : 0, writeResult ? 1 : 0]);
       new Float32Array(uniform)[1] = params.lambdaPerLength;
       this.device.queue.writeBuffer(chunk.params, 0, uniform);
+    }
+    return this.device.createCommandEncoder();
+  }
+
+  /** Records one pass: the histogram cleared, then every chunk searched. */
+  private record(encoder: GPUCommandEncoder): void {
+    encoder.clearBuffer(this.counts, 0, COUNT_ENTRIES * 4);
+    for (const chunk of this.chunks) {
       const pass = encoder.beginComputePass();
       pass.setPipeline(this.kernel);
       pass.setBindGroup(0, chunk.group);
       pass.dispatchWorkgroups(Math.ceil(chunk.blocks / WORKGROUP));
       pass.end();
     }
+  }
+
+  async pass(params: BlockSearchParams, writeResult: boolean): Promise<Float64Array> {
+    const encoder = this.prepare(params, writeResult);
+    this.record(encoder);
     return Float64Array.from(new Uint32Array(await readBack(this.device, this.counts, COUNT_ENTRIES * 4, encoder)));
+  }
+
+  /** The passes and the table updates between them (wgsl/nvfp4_tables.wgsl) in one submission: no round trips. */
+  async chain(params: BlockSearchParams, count: number): Promise<Lengths> {
+    const encoder = this.prepare(params, false);
+    for (let i = 0; i < count; i++) {
+      this.record(encoder);
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(this.update.pipeline);
+      pass.setBindGroup(0, this.update.group);
+      pass.dispatchWorkgroups(1);
+      pass.end();
+    }
+    const tables = new Uint32Array(await readBack(this.device, this.tables, TABLE_WORDS * 4, encoder));
+    const lengthsAt = SCALE_CANDIDATES * 8;
+    return {
+      codeLengths: tables.slice(lengthsAt, lengthsAt + 16),
+      scaleLengths: tables.slice(lengthsAt + 16, lengthsAt + 16 + SCALE_CANDIDATES),
+    };
   }
 
   async result(): Promise<{ blockScales: Uint8Array; packed: Uint8Array }> {
@@ -199,9 +251,10 @@ export interface Nvfp4SearchSettings {
   /** Rate–distortion optimised rounding (default true). */
   rdo?: boolean;
   /**
-   * Most table ⇄ choice passes (default 18). A tensor with a row sample runs up to passes − fullPasses of them on
-   * the sample and the rest on the whole tensor; either stage stops early once its rate (the order-0 entropy of
-   * its codes and scales) moves by less than 0.002 bits/param from one pass to the next.
+   * Most table ⇄ choice passes (default 18). A tensor with a row sample runs passes − fullPasses of them on the
+   * sample, chained on the device with no round trip between them, and the rest on the whole tensor; without a
+   * sample the passes stop early once the rate (the order-0 entropy of codes and scales) moves by less than 0.002
+   * bits/param from one pass to the next.
    */
   passes?: number;
   /**
@@ -261,6 +314,13 @@ function overRelaxed(
   const relax = (from: Uint32Array, to: Uint32Array) =>
     to.map((target, i) => Math.min(Math.max(Math.round(from[i]! + RELAXATION * (target - from[i]!)), 0), MAX_LENGTH));
   return { codeLengths: relax(old.codeLengths, fresh.codeLengths), scaleLengths: relax(old.scaleLengths, fresh.scaleLengths) };
+}
+
+/** {@link SearchBackend.chain} as a loop on the host: a pass, its histogram's over-relaxed lengths, again. */
+async function chainOnHost(backend: SearchBackend, params: BlockSearchParams, count: number): Promise<Lengths> {
+  let lengths: Lengths = { codeLengths: params.codeLengths, scaleLengths: params.scaleLengths };
+  for (let i = 0; i < count; i++) lengths = overRelaxed(lengths, lengthsFromCounts(await backend.pass({ ...params, ...lengths }, false)));
+  return lengths;
 }
 
 /** Order-0 entropy of a pass's codes and scales, bits per parameter. */
@@ -356,7 +416,8 @@ export class Nvfp4SearchSession {
     const afterSample = settings.fullPasses ?? FULL_PASSES_AFTER_SAMPLE;
     if (!Number.isInteger(afterSample) || afterSample < 1) throw new RangeError(`fullPasses must be a positive integer, got ${afterSample}`);
     const fullLimit = this.sample && passes > afterSample ? afterSample : passes;
-    const samplePasses = this.sample ? (await iterate(this.sample, passes - fullLimit, false)).done : 0;
+    const samplePasses = this.sample ? passes - fullLimit : 0;
+    if (this.sample) lengths = await this.sample.chain({ ...base, ...lengths }, samplePasses);
     const full = await iterate(this.backend, fullLimit, true);
     return { counts: full.counts, samplePasses, fullPasses: full.done };
   }
