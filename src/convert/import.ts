@@ -7,7 +7,7 @@
 import { EqzError } from '../errors.js';
 import { encodeNvfp4Payload, groupNvfp4Modules, detectCompressedTensors, nvfp4FromModuleBytes, nvfp4ModuleTensors, type Nvfp4Tensor } from '../nvfp4/index.js';
 import { initCodec } from '../codec/index.js';
-import type { ModelSource } from '../io/model-folder.js';
+import { modelConfig, type ModelSource } from '../io/model-folder.js';
 import type { CombinedTensor } from './encode.js';
 import type { Dtype } from '../container/format.js';
 
@@ -16,15 +16,7 @@ export const NVFP4_SOURCE_FORMAT = 'compressed-tensors-nvfp4';
 
 /** Whether the model's config.json declares compressed-tensors NVFP4 (other schemes: a clear error). */
 export function isNvfp4Checkpoint(model: ModelSource): boolean {
-  const config = model.smallFiles.get('config.json');
-  if (!config) return false;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(new TextDecoder().decode(config));
-  } catch {
-    return false;
-  }
-  const info = detectCompressedTensors(parsed);
+  const info = detectCompressedTensors(modelConfig(model.smallFiles));
   if (info?.scheme === 'float-quantized') throw new EqzError('InvalidValue', 'FP8 compressed-tensors checkpoints are not imported yet: decompress them first', { file: 'config.json' });
   return info?.scheme === 'nvfp4-pack-quantized';
 }

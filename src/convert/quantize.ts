@@ -12,7 +12,7 @@
  */
 import type { GpuContext } from '../gpu/device.js';
 import { encodeLossless, initCodec } from '../codec/index.js';
-import { openModel, type ModelTensor } from '../io/model-folder.js';
+import { modelConfig, openModel, type ModelTensor } from '../io/model-folder.js';
 import { toFloat32 } from '../tensor/dtype.js';
 import {
   checkFinite, detectSuperWeights, findLambdaForBits, lambdaForTotalBits, measureRateCurve, quantizeTensor, REFERENCE_PRESETS,
@@ -87,18 +87,6 @@ export function sharedHeadsImportance(config: Record<string, unknown> | undefine
   return (name) => (KEY_OR_VALUE_PROJECTION.test(name) ? share : 1);
 }
 
-/** The model's config.json, if it has one that parses as an object. */
-function configOf(smallFiles: ReadonlyMap<string, Uint8Array>): Record<string, unknown> | undefined {
-  const bytes = smallFiles.get('config.json');
-  if (!bytes) return undefined;
-  try {
-    const parsed: unknown = JSON.parse(new TextDecoder().decode(bytes));
-    return parsed !== null && typeof parsed === 'object' ? parsed as Record<string, unknown> : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The reference optimizer's paper presets stand for `--bits 2/3/4`; other targets search λ per tensor. */
 function referencePreset(bits: number | undefined): { lambda: number; lr: number } | undefined {
   return bits === 2 || bits === 3 || bits === 4 ? REFERENCE_PRESETS[bits] : undefined;
@@ -106,7 +94,7 @@ function referencePreset(bits: number | undefined): { lambda: number; lr: number
 
 async function planQuantization(input: string, options: QuantizeModelOptions, selected: (t: ModelTensor) => boolean): Promise<Plan> {
   const model = await openModel(input);
-  const config = configOf(model.smallFiles);
+  const config = modelConfig(model.smallFiles);
   await model.close();
   const plan: Plan = { protectedTensors: new Set(), globalScales: new Map(), importance: sharedHeadsImportance(config) };
   const nvfp4 = options.format === 'nvfp4';

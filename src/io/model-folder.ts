@@ -53,6 +53,21 @@ export interface ModelSource {
   close(): Promise<void>;
 }
 
+/**
+ * The model's config.json as an object, or undefined when it has none or it is not a JSON object (callers that
+ * only look for optional settings in it; decoding it is not an error they report).
+ */
+export function modelConfig(smallFiles: ReadonlyMap<string, Uint8Array>): Record<string, unknown> | undefined {
+  const bytes = smallFiles.get('config.json');
+  if (!bytes) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(new TextDecoder().decode(bytes));
+    return parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed as Record<string, unknown> : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Options of {@link writeModel}. */
 export interface WriteModelOptions {
   /** Replace an existing output (a non-empty folder or a file) instead of failing. */
