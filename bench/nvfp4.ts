@@ -293,7 +293,7 @@ async function main(): Promise<void> {
   const software = option('software', process.env.EQZ_SOFTWARE_ADAPTER ?? 'gles') as SoftwareAdapter;
   let gpu: GpuContext | null = null;
   try {
-    gpu = await acquireGpu(device, software);
+    gpu = await acquireGpu(device, software, { boundsChecks: false });
   } catch (error) {
     if (device === 'gpu') throw error;
     console.log(`no WebGPU adapter (${(error as Error).message}); GPU rows skipped`);

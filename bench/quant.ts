@@ -584,7 +584,7 @@ async function main(): Promise<void> {
   if (evalTokens !== undefined && !(Number.isInteger(evalTokens) && evalTokens >= 2)) throw new Error(`--eval-tokens needs an integer ≥ 2, got ${evalTokensText}`);
   const rateDistortion = !argv.includes('--throughput-only');
   await initCodec();
-  const gpu = device === 'cpu' && !process.env.EQZ_SOFTWARE_ADAPTER ? null : await acquireGpu(device === 'cpu' ? 'cpu' : device);
+  const gpu = device === 'cpu' && !process.env.EQZ_SOFTWARE_ADAPTER ? null : await acquireGpu(device === 'cpu' ? 'cpu' : device, undefined, { boundsChecks: false });
   console.log(`# bench:quant — ${gpu ? gpu.description : 'CPU (TypeScript path)'}${full ? ', full shapes' : ''}`);
   if (rateDistortion) {
     console.log('\nBits count everything stored (payload header, scales and zero points, the coded stream); "entropy + scales"');

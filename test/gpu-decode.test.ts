@@ -81,6 +81,13 @@ describe.each(ADAPTERS)('GPU decode on the %s software adapter', (adapter) => {
     expect(decoder.kernel).toBe(adapter === 'gles' ? 'portable' : 'narrow');
   });
 
+  it('refuses a device opened without bounds checks (files are untrusted)', async () => {
+    const unchecked = await acquireGpu('cpu', adapter, { boundsChecks: false });
+    expect(unchecked.boundsChecks).toBe(false);
+    expect(gpu.boundsChecks).toBe(true);
+    await expect(GpuDecoder.create(unchecked)).rejects.toThrow(/bounds checks/);
+  });
+
   // Compiles every pipeline: about a minute on SwiftShader.
   it('decodes every encoding and output bit-exactly, all tensors in one call', async () => {
     // fp8-e4m3 to BF16 / F16 / F32 and codes + scales; F16 subnormals and overflow; int8 with rows shorter than a

@@ -47,7 +47,7 @@ for (const adapter of ['gles', 'swiftshader'] as SoftwareAdapter[]) {
   describe(`NVFP4 rd-search on the ${adapter} software adapter`, () => {
     let gpu: GpuContext;
     beforeAll(async () => {
-      gpu = await acquireGpu('cpu', adapter);
+      gpu = await acquireGpu('cpu', adapter, { boundsChecks: false });
     });
 
     it('chooses the CPU path\'s block scales and codes bit for bit', async () => {

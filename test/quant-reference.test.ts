@@ -47,7 +47,7 @@ for (const adapter of ['gles', 'swiftshader'] as SoftwareAdapter[]) {
   describe(`reference loss and gradient on the ${adapter} software adapter`, () => {
     let gpu: GpuContext;
     beforeAll(async () => {
-      gpu = await acquireGpu('cpu', adapter);
+      gpu = await acquireGpu('cpu', adapter, { boundsChecks: false });
     });
 
     it('match the CPU path within float rounding', async () => {

@@ -53,7 +53,7 @@ for (const adapter of ['gles', 'swiftshader'] as SoftwareAdapter[]) {
   describe(`rd-search on the ${adapter} software adapter`, () => {
     let gpu: GpuContext;
     beforeAll(async () => {
-      gpu = await acquireGpu('cpu', adapter);
+      gpu = await acquireGpu('cpu', adapter, { boundsChecks: false });
     });
 
     it('gives the CPU path\'s codes and scales bit for bit', async () => {

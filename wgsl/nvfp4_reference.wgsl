@@ -2,7 +2,8 @@
 //   Σ|deq − w|, Σ|q|, Σ sign(e)·s·(q − xs), Σ sign(q)·xs
 // with xs = w·2^-θ, q = e2m1(cast(xs)) (round to nearest, ties to the even magnitude index, saturating at 6),
 // s = 2^θ (both factors computed on the host), deq = q·s, e = deq − w. f32 sums in element order: close to the
-// CPU's f64 sums, not bit-identical (the reference needs no more).
+// CPU's f64 sums, not bit-identical (the reference needs no more). Indices come from the dispatch only (blocks
+// below block_count): in range by construction, so it runs without bounds clamping (src/gpu/device.ts).
 
 const WG: u32 = 64u;
 

@@ -12,7 +12,10 @@
 // - errors are capped at twice the block's binade 2^E, so scaled errors stay finite; squared errors are integers
 //   (units 2^-24 of 2^(2E), each ≤ 2^26, a block's sum ≤ 2^30), so every difference of two sums fits an i32;
 // - cost comparisons are integer against ceil/floor of one f32 product clamped into the i32 range;
-// - subnormal weights are flushed to zero explicitly; a subnormal scaled error or square can only give 0 units.
+// - subnormal weights are flushed to zero explicitly; a subnormal scaled error or square can only give 0 units;
+// - every index is in range whatever the weights (codes < 16, scale codes k < 127, sign | index < 16, tid < 64,
+//   block < block_count, which the bindings hold): the optimizer's device runs this without bounds clamping
+//   (src/gpu/device.ts, DeviceChecks).
 
 const WG: u32 = 64u;
 const BLOCK: u32 = 16u;

@@ -4,6 +4,8 @@
 // only) and the over-relaxed step from the old lengths, 2·new − old clamped to [0, 24 bits].
 //
 // One workgroup; invocation t < 143 owns histogram entry t (codes 0..15, then scale codes 0..126) and its length.
+// Every index is below 143 or a table offset plus one: in range by construction (it runs without bounds clamping,
+// src/gpu/device.ts DeviceChecks).
 
 const CODE_ENTRIES: u32 = 16u;
 const COUNT_WORDS: u32 = 143u;

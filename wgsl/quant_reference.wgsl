@@ -3,6 +3,8 @@
 // with xs = w·2^-θ, q = cast(clamp(xs, ±448)) (FP8 E4M3, round to nearest even) or clamp(round(xs), −128, 127)
 // (INT8), s = 2^θ' (θ' = θ rounded through the weight dtype, done on the CPU), deq = q·s, e = deq − w.
 // Float sums in a workgroup tree: close to the CPU's, not bit-identical (the reference needs no more).
+// Indices come from the dispatch (one workgroup per row of the bindings) only: in range by construction, so it
+// runs on the optimizer's device without bounds clamping (src/gpu/device.ts, DeviceChecks).
 
 const WG: u32 = 128u;
 

@@ -11,7 +11,10 @@
 // - every decision uses exact values or one correctly rounded f32 +, −, ×; possibly-subnormal results are
 //   flushed explicitly (`flush`), so a GPU that flushes subnormals agrees with the CPU;
 // - no value can be infinite (λ is clamped to 2^90, errors to 2^41 per element);
-// - integer sums are exact: 64-bit (hi, lo) pairs with explicit carries.
+// - integer sums are exact: 64-bit (hi, lo) pairs with explicit carries;
+// - every index is in range whatever the weights: grid indices are clamped to max_index < 128 (guess_index),
+//   candidate slots to the host-checked round sizes (≤ 8 rounds of ≤ 16), rows to the dispatch; the optimizer's
+//   device runs this without bounds clamping (src/gpu/device.ts, DeviceChecks).
 
 const WG: u32 = 128u;
 const MAX_CANDIDATES: u32 = 16u;

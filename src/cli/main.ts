@@ -85,7 +85,8 @@ async function encoderFor(argv: ConvertArgs, out: Output): Promise<TensorEncoder
   if (!argv.lossless && !quantizing) throw new Error('choose how to store the weights: --lossless, --bits <average bits/param> or --lambda <trade-off>');
   if (argv.lossless) return losslessEncoder();
   if (argv.device === 'wasm') throw new Error('quantization runs on WebGPU: --device auto, gpu or cpu');
-  const gpu = await acquireGpu(argv.device);
+  // The optimizers' kernels index only in range by construction: they run without bounds clamping.
+  const gpu = await acquireGpu(argv.device, undefined, { boundsChecks: false });
   out.log(`WebGPU adapter: ${gpu.description}`);
   return quantizingEncoder(argv.input, {
     format: argv.format === 'fp8' ? 'fp8-e4m3' : argv.format,

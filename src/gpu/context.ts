@@ -35,5 +35,6 @@ export function gpuContextOf(
     subgroupMinSize: subgroups ? info.subgroupMinSize ?? 0 : 0,
     subgroupMaxSize: subgroups ? info.subgroupMaxSize ?? 0 : 0,
     timestamps: device.features.has('timestamp-query'),
+    boundsChecks: true,
   };
 }

@@ -178,6 +178,8 @@ export class GpuDecoder {
 
   /** A decoder for `gpu`; compiles the pipelines the common outputs need. */
   static async create(gpu: GpuContext, options: GpuDecoderOptions = {}): Promise<GpuDecoder> {
+    // Files are untrusted input: the device's own bounds clamping stays as a second line behind the kernel's.
+    if (!gpu.boundsChecks) throw new Error('the GPU decoder needs a device with bounds checks (acquireGpu without boundsChecks: false)');
     // Imported only when needed, so that this module has no Node imports of its own.
     const loader = options.shaderLoader ?? (await import('./decode-shader-files.js')).fileShaderLoader;
     const decoder = new GpuDecoder(gpu, options, loader);
