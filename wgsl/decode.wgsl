@@ -7,19 +7,18 @@
 //   CHUNKS_PER_GROUP chunks of one stream, sharing that stream's 4096-slot decode table.
 // - Row by row, every lane decodes one symbol; the lanes whose state fell below 2^16 then take the next words
 //   of the chunk's single word stream in lane order. A lane's word is therefore at (words consumed before this
-//   row) + (how many lower lanes need one in this row): an exclusive prefix count over a 32-bit ballot.
-// - Words never come from memory inside that dependency chain: the chunk's lanes hold a 64-word window of the
-//   word stream (two words each), and a lane takes its word from the word's holder. The window slides by 32
-//   words once half of it is consumed, onto words loaded one or two slides earlier.
+//   row) + (how many lower lanes need one in this row): an exclusive prefix count over a 32-bit ballot. Every
+//   lane loads the word at that place (in range whether or not it needs one), a chunk's row reading at most 32
+//   consecutive words: through the cache, which keeps the stream's current lines.
 // - Outputs are written as whole u32 words: the symbols a word holds come from 8 (nibbles), 4 (bytes), 2 (16-bit)
 //   or 1 (32-bit) consecutive lanes of one row, so lanes collect SYMBOLS_PER_WORD rows, then gather: 32 coalesced
 //   words per group of rows. A symbol of 64 output bits (an NVFP4 pair of elements as F32) fills two words alone.
-// - The decoding is written once, against three chunk-wide operations (ballot, shuffle, shuffle by lane xor).
+// - The decoding is written once, against two chunk-wide operations (ballot, shuffle by lane xor).
 //   WIDE implements them with subgroup operations (subgroups of 32, 64 or
 //   128: a chunk is 32 consecutive invocations of one subgroup, no barriers). Otherwise they go through
 //   workgroup memory, one barrier each (with SUBGROUPS the ballot is first formed per subgroup), so the same
 //   decoding runs on any adapter -- and tests on software adapters check the logic the fast path runs.
-// - Nothing here trusts the stream: table slots are masked, window loads are clamped to the chunk's words, and
+// - Nothing here trusts the stream: table slots are masked, word loads are clamped to the chunk's words, and
 //   a chunk that needs more words than it has, ends with words left or a state other than 2^16, starts from a
 //   state below 2^16, or decodes an E4M3 NaN code reports (chunk id, reason) to `status`; the host turns that
 //   into an EqzError. Every index into `output` comes from host-built descriptors.
@@ -37,8 +36,6 @@ const LANES = 32u;
 const STATE_LOW = 0x10000u;
 const SLOT_MASK = 0xFFFu;
 const TABLE_SLOTS = 4096u;
-/** Words the window slides by: half its 64, and at least the 32 a row can consume. */
-const WINDOW_STEP = 32u;
 /** Workgroup arrays have constant sizes (override-sized ones are not portable yet). */
 const MAX_CHUNKS_PER_GROUP = 8u;
 
@@ -137,8 +134,8 @@ var<workgroup> subgroupCounter: atomic<u32>;
 // #if !WIDE
 /** Ballots through workgroup memory: three words per chunk, used in turn (see chunkBallot). */
 var<workgroup> ballots: array<atomic<u32>, MAX_CHUNKS_PER_GROUP * 3u>;
-/** Shuffles through workgroup memory: two buffers of a vec2 per lane, used in turn (see publish). */
-var<workgroup> exchange: array<vec2<u32>, MAX_CHUNKS_PER_GROUP * LANES * 2u>;
+/** Shuffles through workgroup memory: two buffers of a word per lane, used in turn (see chunkShuffleXor). */
+var<workgroup> exchange: array<u32, MAX_CHUNKS_PER_GROUP * LANES * 2u>;
 /** Which ballot word / exchange buffer comes next: the same sequence in every invocation. */
 var<private> ballotTurn: u32;
 var<private> exchangeTurn: u32;
@@ -331,7 +328,7 @@ struct Lane {
   slot: u32,
   /** Bits of the lanes below this one. */
   lowerLanes: u32,
-  /** Subgroup invocation of the chunk's lane 0 (WIDE), or of this subgroup's first lane relative to the chunk. */
+  /** Without WIDE: this subgroup's first lane, counted in the chunk (where its ballot bits go). */
   laneBase: u32,
   /** WIDE: which u32 of a subgroup ballot holds this chunk's lanes. */
   ballotWord: u32,
@@ -342,11 +339,6 @@ struct Lane {
 /** Bit l: whether lane l of this chunk passed `flag`. */
 fn chunkBallot(me: Lane, flag: bool) -> u32 {
   return subgroupBallot(flag)[me.ballotWord];
-}
-
-/** `value` of lane `source` of this chunk. */
-fn chunkShuffle(me: Lane, value: u32, source: u32) -> u32 {
-  return subgroupShuffle(value, select(me.laneBase + source, source, SUBGROUP_SIZE == LANES));
 }
 
 /** `value` of lane (this lane ^ `mask`) of this chunk (`mask` < 32). */
@@ -378,46 +370,52 @@ fn chunkBallot(me: Lane, flag: bool) -> u32 {
 }
 
 /**
- * Publishes this lane's `value` for the chunk; returns where the published values start. Two buffers in turn:
- * one is rewritten two exchanges later, after every lane has passed the next exchange's barrier.
+ * Two buffers in turn: the one written here is rewritten two exchanges later, after every lane has passed the
+ * next exchange's barrier (and so has read this one).
  */
-fn publish(me: Lane, value: vec2<u32>) -> u32 {
+fn chunkShuffleXor(me: Lane, value: u32, mask: u32) -> u32 {
   let base = (exchangeTurn * MAX_CHUNKS_PER_GROUP + me.slot) * LANES;
   exchange[base + me.lane] = value;
   workgroupBarrier();
   exchangeTurn ^= 1u;
-  return base;
-}
-
-fn chunkShuffle(me: Lane, value: u32, source: u32) -> u32 {
-  return exchange[publish(me, vec2<u32>(value, 0u)) + source].x;
-}
-
-fn chunkShuffleXor(me: Lane, value: u32, mask: u32) -> u32 {
-  return exchange[publish(me, vec2<u32>(value, 0u)) + (me.lane ^ mask)].x;
+  return exchange[base + (me.lane ^ mask)];
 }
 // #endif
+
+/**
+ * One step of gatherWord at distance d: the lower lane of each pair l, l ^ d keeps its fields of rows with bit d
+ * clear and takes its partner's such fields (moved up a field); the upper lane keeps those with bit d set and
+ * takes its partner's (moved down). Each lane sends its own fields moved as its partner needs them, already
+ * masked as the partner keeps, so the step has no branch.
+ */
+fn gatherStep(me: Lane, word: u32, distance: u32) -> u32 {
+  let shift = distance * SYMBOL_OUTPUT_BITS;
+  // The fields of rows with bit `distance` clear: runs of `shift` bits, every other run.
+  let clear = select(select(0x0F0F0F0Fu, 0x00FF00FFu, shift == 8u), 0x0000FFFFu, shift == 16u);
+  let upper = (me.lane & distance) != 0u;
+  let kept = select(clear, ~clear, upper);
+  let sent = select(word >> shift, word << shift, upper) & kept;
+  return (word & kept) | chunkShuffleXor(me, sent, distance);
+}
 
 /**
  * This lane's output word of a group of SYMBOLS_PER_WORD (n) rows, and its index among the group's 32 words. Lane
  * l collected column l of the rows (row k in bits k·SYMBOL_OUTPUT_BITS); a word holds n consecutive columns of one
  * row, so each run of n lanes transposes its n × n fields. A field moves from (lane a, row k) to (lane k, row a)
- * by swapping one bit of the lane index with the same bit of the row index at a time: at distance d, the lower
- * lane of each pair l, l ^ d gives the rows with bit d set and takes its partner's rows with bit d clear.
- * Afterwards lane l holds row l mod n of columns n·(l div n) .. n·(l div n) + n − 1.
+ * by swapping one bit of the lane index with the same bit of the row index at a time (gatherStep). Afterwards
+ * lane l holds row l mod n of columns n·(l div n) .. n·(l div n) + n − 1. The steps are written out rather than
+ * looped: n is a pipeline constant, so each pipeline keeps just its own straight-line code.
  */
 fn gatherWord(me: Lane, collected: u32) -> vec2<u32> {
   var word = collected;
-  for (var distance = 1u; distance < SYMBOLS_PER_WORD; distance <<= 1u) {
-    let shift = distance * SYMBOL_OUTPUT_BITS;
-    // The fields of rows with bit `distance` clear: runs of `shift` bits, every other run.
-    let clear = select(select(0x0F0F0F0Fu, 0x00FF00FFu, shift == 8u), 0x0000FFFFu, shift == 16u);
-    let partner = chunkShuffleXor(me, word, distance);
-    if ((me.lane & distance) == 0u) {
-      word = (word & clear) | ((partner & clear) << shift);
-    } else {
-      word = (word & ~clear) | ((partner & ~clear) >> shift);
-    }
+  if (SYMBOLS_PER_WORD > 1u) {
+    word = gatherStep(me, word, 1u);
+  }
+  if (SYMBOLS_PER_WORD > 2u) {
+    word = gatherStep(me, word, 2u);
+  }
+  if (SYMBOLS_PER_WORD > 4u) {
+    word = gatherStep(me, word, 4u);
   }
   let row = me.lane % SYMBOLS_PER_WORD;
   return vec2<u32>(word, row * (LANES / SYMBOLS_PER_WORD) + me.lane / SYMBOLS_PER_WORD);
@@ -453,79 +451,39 @@ fn collect(collected: vec2<u32>, bits: vec2<u32>, k: u32) -> vec2<u32> {
 // ---------------------------------------------------------------------------------------------------------------
 // The decoding itself.
 
-/**
- * A lane's rANS state and its share of the chunk's word window: the 64 words from `windowStart`, lane l holding
- * words windowStart + l (`low`) and + 32 + l (`high`), and the next 64 prefetched the same way.
- */
+/** A lane's rANS state and where it stands in the chunk's word stream. */
 struct Decoder {
   x: u32,
-  /** The window's first word, counted from the chunk's first u32 pair (a multiple of WINDOW_STEP). */
-  windowStart: u32,
-  /** The next unread word, counted from the window's first word: below WINDOW_STEP between rows. */
+  /** The next unread word, counted from the chunk's first u32 pair (1 at the start when the chunk's first word is a pair's high half). */
   next: u32,
-  low: u32,
-  high: u32,
-  ahead: u32,
-  further: u32,
   firstPair: u32,
   lastPair: u32,
 }
 
-/** Word `word` of the chunk (counted from its first pair), reading no pair past its last. */
-fn loadWord(decoder: Decoder, word: u32) -> u32 {
-  return (data[min(decoder.firstPair + (word >> 1u), decoder.lastPair)] >> ((word & 1u) << 4u)) & 0xFFFFu;
-}
-
 fn startDecoder(chunk: Chunk, lane: u32) -> Decoder {
-  var decoder: Decoder;
-  decoder.x = STATE_LOW;
+  var x = STATE_LOW;
   if (chunk.symbols > 0u) {
-    decoder.x = data[chunk.input + lane];
+    x = data[chunk.input + lane];
   }
-  decoder.firstPair = chunk.wordBase >> 1u;
-  decoder.lastPair = (chunk.wordBase + max(chunk.wordCount, 1u) - 1u) >> 1u;
-  decoder.windowStart = 0u;
-  decoder.next = chunk.wordBase & 1u;
-  decoder.low = loadWord(decoder, lane);
-  decoder.high = loadWord(decoder, LANES + lane);
-  decoder.ahead = loadWord(decoder, 2u * LANES + lane);
-  decoder.further = loadWord(decoder, 3u * LANES + lane);
-  return decoder;
+  return Decoder(x, chunk.wordBase & 1u, chunk.wordBase >> 1u, (chunk.wordBase + max(chunk.wordCount, 1u) - 1u) >> 1u);
 }
 
-/** Slides the window by WINDOW_STEP words onto prefetched ones, and prefetches the words 64 past the new window. */
-fn slideWindow(decoder: ptr<function, Decoder>, lane: u32) {
-  (*decoder).windowStart += WINDOW_STEP;
-  (*decoder).next -= WINDOW_STEP;
-  (*decoder).low = (*decoder).high;
-  (*decoder).high = (*decoder).ahead;
-  (*decoder).ahead = (*decoder).further;
-  (*decoder).further = loadWord(*decoder, (*decoder).windowStart + 3u * LANES + lane);
-}
-
-/** Decodes one row: this lane's symbol (if `live`), its renormalization from the window. Returns the table entry. */
+/** Decodes one row: this lane's symbol (if `live`) and its renormalization. Returns the table entry. */
 fn decodeRow(decoder: ptr<function, Decoder>, me: Lane, stream: Stream, live: bool) -> u32 {
   let entry = tableEntry(stream.table, (*decoder).x & SLOT_MASK);
   var x = advanceState((*decoder).x, entry);
   let needsWord = live && x < STATE_LOW;
   let flags = chunkBallot(me, needsWord);
-  // This lane's word is window word `position` (< 64: next < 32, at most 31 lower lanes take one first), held
-  // by lane position % 32. Words below 32 are taken from lanes ≥ next, words from 32 on from lanes < next, so
-  // each lane offers one of its two words and one shuffle serves all.
+  // Loaded whether needed or not (a branch would cost more than the cached load); never past the chunk's last pair.
   let position = (*decoder).next + countOneBits(flags & me.lowerLanes);
-  let offered = select((*decoder).low, (*decoder).high, me.lane < (*decoder).next);
-  let word = chunkShuffle(me, offered, position % LANES);
+  let pair = data[min((*decoder).firstPair + (position >> 1u), (*decoder).lastPair)];
   if (needsWord) {
-    x = (x << 16u) | word;
+    x = (x << 16u) | ((pair >> ((position & 1u) << 4u)) & 0xFFFFu);
   }
   if (live) {
     (*decoder).x = x;
   }
   (*decoder).next += countOneBits(flags);
-  // A chunk's lanes agree; in a subgroup of 64 or 128 the chunks need not (no chunk-wide operation inside).
-  if ((*decoder).next >= WINDOW_STEP) {
-    slideWindow(decoder, me.lane);
-  }
   return entry;
 }
 
@@ -569,7 +527,7 @@ fn decodeRans(chunk: Chunk, stream: Stream, me: Lane, fullGroups: u32, groups: u
     decodeGroup(&decoder, &progress, me, chunk, stream, group, true);
   }
   // A start state out of range is what the CPU decoder reports first: it checks before decoding.
-  let consumed = decoder.windowStart + decoder.next - (chunk.wordBase & 1u);
+  let consumed = decoder.next - (chunk.wordBase & 1u);
   var failure = startFailure;
   if (failure == 0u && consumed > chunk.wordCount) {
     failure = FAILURE_WORDS_EXHAUSTED;
@@ -666,7 +624,7 @@ fn decode(
     }
     return;
   }
-  let me = Lane(lane, slot, (1u << lane) - 1u, subgroupLane - lane, select((subgroupLane / LANES) % 4u, 0u, SUBGROUP_SIZE == LANES), subgroupLane);
+  let me = Lane(lane, slot, (1u << lane) - 1u, 0u, select((subgroupLane / LANES) % 4u, 0u, SUBGROUP_SIZE == LANES), subgroupLane);
   // Chunks sharing a subgroup run the same loops; an empty slot does not hold back its neighbour's full groups.
   let own = groupCounts(chunk.symbols);
   let fullGroups = subgroupMin(select(own.x, 0xFFFFFFFFu, chunk.symbols == 0u));
