@@ -183,12 +183,17 @@ describe.each(ADAPTERS)('GPU decode on the %s software adapter', (adapter) => {
     await expectMatchesCpu(decoder, [bystander]);
   });
 
-  it('rejects E4M3 NaN codes as InvalidValue, in rANS and stored streams', async () => {
-    for (const mode of ['rans', 'stored'] as const) {
-      const codes = e4m3Codes(10_000, 27);
-      codes[7777] = 0xff;
-      await expect(decoder.decodeToBuffers([quantizedRequest('nan', 'fp8-e4m3', 'BF16', [10, 1000], codes, 'source', { mode })]))
-        .rejects.toMatchObject({ code: 'InvalidValue', tensor: 'nan' });
+  it('rejects E4M3 NaN codes as InvalidValue, in rANS and stored streams, into every output', async () => {
+    // Both NaN codes, at different rows of an output group, one in the chunk's last (partial) group.
+    for (const [at, nan] of [[7777, 0xff], [9999, 0x7f], [4, 0x7f]] as const) {
+      for (const mode of ['rans', 'stored'] as const) {
+        for (const output of ['source', 'codes', 'F32'] as const) {
+          const codes = e4m3Codes(10_000, 27);
+          codes[at] = nan;
+          await expect(decoder.decodeToBuffers([quantizedRequest('nan', 'fp8-e4m3', 'BF16', [10, 1000], codes, output, { mode })]))
+            .rejects.toMatchObject({ code: 'InvalidValue', tensor: 'nan' });
+        }
+      }
     }
     // A chunk that does not decode wins over a NaN code earlier in its stream: the CPU decoder checks the codes
     // once the whole stream has decoded.

@@ -18,8 +18,9 @@
 //   128: a chunk is 32 consecutive invocations of one subgroup, no barriers). Otherwise they go through
 //   workgroup memory, one barrier each (with SUBGROUPS the ballot is first formed per subgroup), so the same
 //   decoding runs on any adapter -- and tests on software adapters check the logic the fast path runs.
-// - Nothing here trusts the stream: table slots are masked, word loads are clamped to the chunk's words, and
-//   a chunk that needs more words than it has, ends with words left or a state other than 2^16, starts from a
+// - Nothing here trusts the stream: table slots are masked; a lane that runs past its chunk's words reads other
+//   words of `data` (the device bounds-checks every access: GpuDecoder takes no device without), and that chunk
+//   then fails its end check; a chunk that needs more words than it has, ends with words left or a state other than 2^16, starts from a
 //   state below 2^16, or decodes an E4M3 NaN code reports (chunk id, reason) to `status`; the host turns that
 //   into an EqzError. Every index into `output` comes from host-built descriptors.
 //
@@ -285,9 +286,12 @@ fn symbolOutput(symbol: u32, cursor: Cursor, stream: Stream) -> vec2<u32> {
 }
 // #endif
 
-/** Whether an E4M3 code is a NaN (0x7F, 0xFF), which the spec makes invalid. */
-fn invalidCode(symbol: u32) -> bool {
-  return (symbol & 0x7Fu) == 0x7Fu;
+/**
+ * Whether any of the up to four 8-bit codes packed in `symbols` (zero bytes where none) is an E4M3 NaN (0x7F,
+ * 0xFF), which the spec makes invalid: only a byte whose low 7 bits are all set carries into its top bit.
+ */
+fn invalidCodes(symbols: u32) -> bool {
+  return (((symbols & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u) != 0u;
 }
 
 /** Keeps the smallest chunk id × 8 + reason, stored inverted so that the zeroed status means "no failure". */
@@ -333,6 +337,14 @@ struct Lane {
   /** WIDE: which u32 of a subgroup ballot holds this chunk's lanes. */
   ballotWord: u32,
   subgroupLane: u32,
+  /** Which of a group's output words this lane writes (see gatherWord). */
+  groupWord: u32,
+}
+
+/** The lane's Lane. */
+fn laneOf(lane: u32, slot: u32, laneBase: u32, ballotWord: u32, subgroupLane: u32) -> Lane {
+  let groupWord = select((lane % SYMBOLS_PER_WORD) * (LANES / SYMBOLS_PER_WORD) + lane / SYMBOLS_PER_WORD, 2u * lane, WORDS_PER_SYMBOL == 2u);
+  return Lane(lane, slot, (1u << lane) - 1u, laneBase, ballotWord, subgroupLane, groupWord);
 }
 
 // #if WIDE
@@ -399,14 +411,14 @@ fn gatherStep(me: Lane, word: u32, distance: u32) -> u32 {
 }
 
 /**
- * This lane's output word of a group of SYMBOLS_PER_WORD (n) rows, and its index among the group's 32 words. Lane
+ * This lane's output word of a group of SYMBOLS_PER_WORD (n) rows: the group's word Lane.groupWord. Lane
  * l collected column l of the rows (row k in bits k·SYMBOL_OUTPUT_BITS); a word holds n consecutive columns of one
  * row, so each run of n lanes transposes its n × n fields. A field moves from (lane a, row k) to (lane k, row a)
  * by swapping one bit of the lane index with the same bit of the row index at a time (gatherStep). Afterwards
  * lane l holds row l mod n of columns n·(l div n) .. n·(l div n) + n − 1. The steps are written out rather than
  * looped: n is a pipeline constant, so each pipeline keeps just its own straight-line code.
  */
-fn gatherWord(me: Lane, collected: u32) -> vec2<u32> {
+fn gatherWord(me: Lane, collected: u32) -> u32 {
   var word = collected;
   if (SYMBOLS_PER_WORD > 1u) {
     word = gatherStep(me, word, 1u);
@@ -417,8 +429,7 @@ fn gatherWord(me: Lane, collected: u32) -> vec2<u32> {
   if (SYMBOLS_PER_WORD > 4u) {
     word = gatherStep(me, word, 4u);
   }
-  let row = me.lane % SYMBOLS_PER_WORD;
-  return vec2<u32>(word, row * (LANES / SYMBOLS_PER_WORD) + me.lane / SYMBOLS_PER_WORD);
+  return word;
 }
 
 /**
@@ -427,18 +438,18 @@ fn gatherWord(me: Lane, collected: u32) -> vec2<u32> {
  * false) are all written, except by a slot without a chunk (decoding its neighbour's data for company).
  */
 fn writeGroup(me: Lane, chunk: Chunk, group: u32, collected: vec2<u32>, checked: bool) {
-  let base = chunk.output + group * LANES * WORDS_PER_SYMBOL;
+  let at = chunk.output + group * LANES * WORDS_PER_SYMBOL + me.groupWord;
+  let written = select(chunk.symbols != 0u, me.groupWord < wordsInGroup(chunk.symbols, group), checked);
   if (WORDS_PER_SYMBOL == 2u) {
-    let word = 2u * me.lane;
-    if (select(chunk.symbols != 0u, word < wordsInGroup(chunk.symbols, group), checked)) {
-      output[base + word] = collected.x;
-      output[base + word + 1u] = collected.y;
+    if (written) {
+      output[at] = collected.x;
+      output[at + 1u] = collected.y;
     }
     return;
   }
   let word = gatherWord(me, collected.x);
-  if (select(chunk.symbols != 0u, word.y < wordsInGroup(chunk.symbols, group), checked)) {
-    output[base + word.y] = word.x;
+  if (written) {
+    output[at] = word;
   }
 }
 
@@ -457,7 +468,6 @@ struct Decoder {
   /** The next unread word, counted from the chunk's first u32 pair (1 at the start when the chunk's first word is a pair's high half). */
   next: u32,
   firstPair: u32,
-  lastPair: u32,
 }
 
 fn startDecoder(chunk: Chunk, lane: u32) -> Decoder {
@@ -465,7 +475,7 @@ fn startDecoder(chunk: Chunk, lane: u32) -> Decoder {
   if (chunk.symbols > 0u) {
     x = data[chunk.input + lane];
   }
-  return Decoder(x, chunk.wordBase & 1u, chunk.wordBase >> 1u, (chunk.wordBase + max(chunk.wordCount, 1u) - 1u) >> 1u);
+  return Decoder(x, chunk.wordBase & 1u, chunk.wordBase >> 1u);
 }
 
 /** Decodes one row: this lane's symbol (if `live`) and its renormalization. Returns the table entry. */
@@ -474,9 +484,9 @@ fn decodeRow(decoder: ptr<function, Decoder>, me: Lane, stream: Stream, live: bo
   var x = advanceState((*decoder).x, entry);
   let needsWord = live && x < STATE_LOW;
   let flags = chunkBallot(me, needsWord);
-  // Loaded whether needed or not (a branch would cost more than the cached load); never past the chunk's last pair.
+  // Loaded whether needed or not: a branch would cost more than the cached load.
   let position = (*decoder).next + countOneBits(flags & me.lowerLanes);
-  let pair = data[min((*decoder).firstPair + (position >> 1u), (*decoder).lastPair)];
+  let pair = data[(*decoder).firstPair + (position >> 1u)];
   if (needsWord) {
     x = (x << 16u) | ((pair >> ((position & 1u) << 4u)) & 0xFFFFu);
   }
@@ -497,17 +507,20 @@ struct Progress {
 fn decodeGroup(decoder: ptr<function, Decoder>, progress: ptr<function, Progress>, me: Lane, chunk: Chunk, stream: Stream,
     group: u32, checkLive: bool) {
   var collected = vec2<u32>(0u);
+  // The group's symbols, SYMBOL_BITS each (they fit a word: SYMBOL_OUTPUT_BITS ≥ SYMBOL_BITS), for the code check.
+  var symbols = 0u;
   for (var k = 0u; k < SYMBOLS_PER_WORD; k += 1u) {
     let live = !checkLive || (group * SYMBOLS_PER_WORD + k) * LANES + me.lane < chunk.symbols;
     let symbol = symbolOf(decodeRow(decoder, me, stream, live));
     if (live) {
-      // Uniform per stream, and off unless the stream can hold NaN codes at all.
-      if (stream.checkCodes) {
-        (*progress).invalid = (*progress).invalid || invalidCode(symbol);
-      }
+      symbols |= symbol << (k * SYMBOL_BITS);
       collected = collect(collected, symbolOutput(symbol, (*progress).cursor, stream), k);
     }
     advanceCursor(&(*progress).cursor, stream);
+  }
+  // Uniform per stream, and off unless the stream can hold NaN codes at all (its codes are bytes then).
+  if (stream.checkCodes) {
+    (*progress).invalid = (*progress).invalid || invalidCodes(symbols);
   }
   writeGroup(me, chunk, group, collected, checkLive);
 }
@@ -556,7 +569,7 @@ fn copySymbols(chunk: Chunk, stream: Stream, me: Lane, groups: u32) {
         if (stream.mode == MODE_STORED) {
           symbol = storedSymbol(chunk.input, index);
         }
-        invalid = invalid || (stream.checkCodes && invalidCode(symbol));
+        invalid = invalid || (stream.checkCodes && invalidCodes(symbol));
         collected = collect(collected, symbolOutput(symbol, cursor, stream), k);
       }
       advanceCursor(&cursor, stream);
@@ -624,7 +637,7 @@ fn decode(
     }
     return;
   }
-  let me = Lane(lane, slot, (1u << lane) - 1u, 0u, select((subgroupLane / LANES) % 4u, 0u, SUBGROUP_SIZE == LANES), subgroupLane);
+  let me = laneOf(lane, slot, 0u, select((subgroupLane / LANES) % 4u, 0u, SUBGROUP_SIZE == LANES), subgroupLane);
   // Chunks sharing a subgroup run the same loops; an empty slot does not hold back its neighbour's full groups.
   let own = groupCounts(chunk.symbols);
   let fullGroups = subgroupMin(select(own.x, 0xFFFFFFFFu, chunk.symbols == 0u));
@@ -638,7 +651,7 @@ fn decode(
     return;
   }
   // #endif
-  let me = Lane(lane, slot, (1u << lane) - 1u, lane - subgroupLane, 0u, subgroupLane);
+  let me = laneOf(lane, slot, lane - subgroupLane, 0u, subgroupLane);
   // The loops hold barriers: every invocation of the workgroup runs the same counts.
   var fullGroups = 0xFFFFFFFFu;
   var groups = 0u;
