@@ -22,8 +22,8 @@
  * it is correctly rounded).
  *
  * Kernels (see wgsl/decode.wgsl): `wide` when the adapter's subgroups have 32 to 128 invocations (NVIDIA, AMD):
- * a chunk's 32 lanes are 32 invocations of one subgroup, words are handed out by ballot and taken from a
- * register window by shuffles, no barriers. Otherwise the same decoding with its chunk-wide operations going
+ * a chunk's 32 lanes are 32 invocations of one subgroup, words are handed out by ballot and loaded through the
+ * cache, outputs gathered by shuffles, no barriers. Otherwise the same decoding with its chunk-wide operations going
  * through workgroup memory: `narrow` (smaller subgroups, SwiftShader's 4) or `portable` (no subgroups). If an
  * adapter's subgroups turn out not to be laid out as a kernel needs, it says so through its status word and the
  * decoder falls back to the next kernel for good.
@@ -163,8 +163,9 @@ export class GpuDecoder {
     const limits = gpu.device.limits;
     this.kernelInUse = options.kernel ?? defaultKernel(gpu);
     if (this.kernelInUse !== 'portable' && !gpu.subgroups) throw new Error(`the ${this.kernelInUse} kernel needs subgroups, which ${gpu.description} lacks`);
-    // The wide kernel reads tables through the cache: on an H100, 1 GiB of 3-bit codes decoded at 355 GB/s from
-    // storage against 272 from workgroup memory (bench:gpu variants). The others keep them in workgroup memory where it fits.
+    // The wide kernel reads tables through the cache: on an H100, 1 GiB of 3-bit codes decoded at 599 GB/s from
+    // storage against 300 from workgroup memory (bench:gpu variants), whose 17 KiB a workgroup leave room for fewer
+    // workgroups. The others keep them in workgroup memory where it fits.
     const workgroupFits = limits.maxComputeWorkgroupStorageSize >= WORKGROUP_TABLE_BYTES;
     this.table = options.table ?? (this.kernelInUse !== 'wide' && workgroupFits ? 'workgroup' : 'storage');
     // A device opened with default limits (compatibility mode: 128 invocations) holds fewer chunks per workgroup.
