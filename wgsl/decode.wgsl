@@ -37,6 +37,8 @@ const LANES = 32u;
 const STATE_LOW = 0x10000u;
 const SLOT_MASK = 0xFFFu;
 const TABLE_SLOTS = 4096u;
+/** How far ahead of its next word a chunk's word stream is prefetched, in u32 pairs (see decodeRans). */
+const PREFETCH_PAIRS = 64u;
 /** Workgroup arrays have constant sizes (override-sized ones are not portable yet). */
 const MAX_CHUNKS_PER_GROUP = 8u;
 
@@ -545,7 +547,13 @@ fn decodeRans(chunk: Chunk, stream: Stream, me: Lane, fullGroups: u32, groups: u
   // 1 GiB of 3-bit codes decoded 9 % faster than one an iteration, 4 % faster than two). The full groups left
   // over and the partial ones go one by one.
   var group = 0u;
+  // Each iteration first touches the line of the word stream 64 u32 pairs ahead (about one iteration of 3-bit
+  // bytes), so that the rows' own word loads hit the cache: WGSL has no prefetch, so the loaded words are kept
+  // alive by a use below that changes nothing. On an H100: one 4096×4096 tensor decoded 25 % faster, a Llama-3-8B
+  // block 16 %, 1 GiB 5 %.
+  var prefetched = 0u;
   for (; group + 4u <= fullGroups; group += 4u) {
+    prefetched |= data[decoder.firstPair + (decoder.next >> 1u) + PREFETCH_PAIRS + me.lane];
     decodeGroup(&decoder, &progress, me, chunk, stream, group, false);
     decodeGroup(&decoder, &progress, me, chunk, stream, group + 1u, false);
     decodeGroup(&decoder, &progress, me, chunk, stream, group + 2u, false);
@@ -568,6 +576,10 @@ fn decodeRans(chunk: Chunk, stream: Stream, me: Lane, fullGroups: u32, groups: u
   }
   if (failure != 0u && chunk.symbols > 0u) {
     reportFailure(chunk.id, failure);
+  }
+  // The prefetches' use: an atomic max with 0 leaves the status word as it is.
+  if (prefetched == 0u) {
+    atomicMax(&status[STATUS_LAYOUT], 0u);
   }
 }
 

@@ -163,8 +163,8 @@ export class GpuDecoder {
     const limits = gpu.device.limits;
     this.kernelInUse = options.kernel ?? defaultKernel(gpu);
     if (this.kernelInUse !== 'portable' && !gpu.subgroups) throw new Error(`the ${this.kernelInUse} kernel needs subgroups, which ${gpu.description} lacks`);
-    // The wide kernel reads tables through the cache: on an H100, 1 GiB of 3-bit codes decoded at 599 GB/s from
-    // storage against 300 from workgroup memory (bench:gpu variants). The others keep them in workgroup memory where
+    // The wide kernel reads tables through the cache: on an H100, 1 GiB of 3-bit codes decoded at 625 GB/s from
+    // storage against 461 from workgroup memory (bench:gpu variants). The others keep them in workgroup memory where
     // it fits.
     const workgroupFits = limits.maxComputeWorkgroupStorageSize >= WORKGROUP_TABLE_BYTES;
     this.table = options.table ?? (this.kernelInUse !== 'wide' && workgroupFits ? 'workgroup' : 'storage');
