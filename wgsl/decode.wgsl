@@ -8,21 +8,21 @@
 // - Row by row, every lane decodes one symbol; the lanes whose state fell below 2^16 then take the next words
 //   of the chunk's single word stream in lane order. A lane's word is therefore at (words consumed before this
 //   row) + (how many lower lanes need one in this row): an exclusive prefix count over a 32-bit ballot. Every
-//   lane loads the word at that place (in range whether or not it needs one), a chunk's row reading at most 32
-//   consecutive words: through the cache, which keeps the stream's current lines.
+//   lane loads the word at that place whether or not it needs one, a chunk's row reading at most 32 consecutive
+//   words: through the cache, which keeps the stream's current lines (and is warmed a line ahead, see decodeRans).
 // - Outputs are written as whole u32 words: the symbols a word holds come from 8 (nibbles), 4 (bytes), 2 (16-bit)
 //   or 1 (32-bit) consecutive lanes of one row, so lanes collect SYMBOLS_PER_WORD rows, then gather: 32 coalesced
 //   words per group of rows. A symbol of 64 output bits (an NVFP4 pair of elements as F32) fills two words alone.
-// - The decoding is written once, against two chunk-wide operations (ballot, shuffle by lane xor).
-//   WIDE implements them with subgroup operations (subgroups of 32, 64 or
-//   128: a chunk is 32 consecutive invocations of one subgroup, no barriers). Otherwise they go through
-//   workgroup memory, one barrier each (with SUBGROUPS the ballot is first formed per subgroup), so the same
+// - The decoding is written once, against two chunk-wide operations (ballot, shuffle by lane xor). WIDE
+//   implements them with subgroup operations (subgroups of 32, 64 or 128: a chunk is 32 consecutive invocations
+//   of one subgroup, no barriers). Otherwise they go through workgroup memory, one barrier each (with SUBGROUPS
+//   the ballot is first formed per subgroup, and shuffles within a quad are quad operations), so the same
 //   decoding runs on any adapter -- and tests on software adapters check the logic the fast path runs.
 // - Nothing here trusts the stream: table slots are masked; a lane that runs past its chunk's words reads other
 //   words of `data` (the device bounds-checks every access: GpuDecoder takes no device without), and that chunk
-//   then fails its end check; a chunk that needs more words than it has, ends with words left or a state other than 2^16, starts from a
-//   state below 2^16, or decodes an E4M3 NaN code reports (chunk id, reason) to `status`; the host turns that
-//   into an EqzError. Every index into `output` comes from host-built descriptors.
+//   then fails its end check. A chunk that needs more words than it has, ends with words left or a state other
+//   than 2^16, starts from a state below 2^16, or decodes an E4M3 NaN code reports (chunk id, reason) to
+//   `status`; the host turns that into an EqzError. Every index into `output` comes from host-built descriptors.
 //
 // Variants are chosen by the host: `// #if NAME` blocks (SUBGROUPS, WIDE, TABLE_IN_WORKGROUP, NVFP4) are kept or
 // dropped before compilation (src/gpu/decode-shaders.ts), everything else by override constants.
