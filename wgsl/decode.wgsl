@@ -137,7 +137,7 @@ var<workgroup> subgroupCounter: atomic<u32>;
 // #if !WIDE
 /** Ballots through workgroup memory: three words per chunk, used in turn (see chunkBallot). */
 var<workgroup> ballots: array<atomic<u32>, MAX_CHUNKS_PER_GROUP * 3u>;
-/** Shuffles through workgroup memory: two buffers of a word per lane, used in turn (see chunkShuffleXor). */
+/** Shuffles through workgroup memory: two buffers of a word per lane, used in turn (see shuffleXorBeyondQuad). */
 var<workgroup> exchange: array<u32, MAX_CHUNKS_PER_GROUP * LANES * 2u>;
 /** Which ballot word / exchange buffer comes next: the same sequence in every invocation. */
 var<private> ballotTurn: u32;
@@ -343,7 +343,7 @@ struct Lane {
   groupWord: u32,
 }
 
-/** The lane's Lane. */
+/** The Lane of lane `lane` of the chunk in slot `slot`. */
 fn laneOf(lane: u32, slot: u32, laneBase: u32, ballotWord: u32, subgroupLane: u32) -> Lane {
   let groupWord = select((lane % SYMBOLS_PER_WORD) * (LANES / SYMBOLS_PER_WORD) + lane / SYMBOLS_PER_WORD, 2u * lane, WORDS_PER_SYMBOL == 2u);
   return Lane(lane, slot, (1u << lane) - 1u, laneBase, ballotWord, subgroupLane, groupWord);
@@ -482,7 +482,7 @@ fn collect(collected: vec2<u32>, bits: vec2<u32>, k: u32) -> vec2<u32> {
 /** A lane's rANS state and where it stands in the chunk's word stream. */
 struct Decoder {
   x: u32,
-  /** The next unread word, counted from the chunk's first u32 pair (1 at the start when the chunk's first word is a pair's high half). */
+  /** The next unread word, counted from the chunk's first u32 pair (1 at the start if the chunk starts mid-pair). */
   next: u32,
   firstPair: u32,
 }
