@@ -345,7 +345,10 @@ struct Lane {
 
 /** The Lane of lane `lane` of the chunk in slot `slot`. */
 fn laneOf(lane: u32, slot: u32, laneBase: u32, ballotWord: u32, subgroupLane: u32) -> Lane {
-  let groupWord = select((lane % SYMBOLS_PER_WORD) * (LANES / SYMBOLS_PER_WORD) + lane / SYMBOLS_PER_WORD, 2u * lane, WORDS_PER_SYMBOL == 2u);
+  // A gathered word holds row lane mod n of the group from column n·(lane div n) on (n = SYMBOLS_PER_WORD, see
+  // gatherWord); a lane with 64-bit symbols writes its own two words.
+  let gathered = (lane % SYMBOLS_PER_WORD) * (LANES / SYMBOLS_PER_WORD) + lane / SYMBOLS_PER_WORD;
+  let groupWord = select(gathered, 2u * lane, WORDS_PER_SYMBOL == 2u);
   return Lane(lane, slot, (1u << lane) - 1u, laneBase, ballotWord, subgroupLane, groupWord);
 }
 
