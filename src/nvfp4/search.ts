@@ -160,12 +160,12 @@ class GpuSearchBackend implements SearchBackend {
       });
       return { firstBlock, blocks, weights: chunkWeights, scales, packed, params, group };
     });
-    const updatePipeline = await pipeline(device, 'nvfp4_tables.wgsl', 'update');
+    const updatePipeline = await pipeline(device, 'nvfp4_search.wgsl', 'update');
     const updateGroup = device.createBindGroup({
       layout: updatePipeline.getBindGroupLayout(0),
       entries: [
-        { binding: 0, resource: { buffer: counts, size: COUNT_ENTRIES * 4 } },
-        { binding: 1, resource: { buffer: tables, size: TABLE_WORDS * 4 } },
+        { binding: 6, resource: { buffer: counts, size: COUNT_ENTRIES * 4 } },
+        { binding: 7, resource: { buffer: tables, size: TABLE_WORDS * 4 } },
       ],
     });
     return new GpuSearchBackend(device, blockCount, chunks, tables, counts, kernel, { pipeline: updatePipeline, group: updateGroup });
@@ -205,7 +205,7 @@ class GpuSearchBackend implements SearchBackend {
     return Float64Array.from(new Uint32Array(await readBack(this.device, this.counts, COUNT_ENTRIES * 4, encoder)));
   }
 
-  /** The passes and the table updates between them (wgsl/nvfp4_tables.wgsl) in one submission: no round trips. */
+  /** The passes and the table updates between them (wgsl/nvfp4_search.wgsl `update`) in one submission: no round trips. */
   async chain(params: BlockSearchParams, count: number): Promise<Lengths> {
     const encoder = this.prepare(params, false);
     for (let i = 0; i < count; i++) {
