@@ -173,8 +173,13 @@ describe.each(ADAPTERS)('GPU decode on the %s software adapter', (adapter) => {
       [withU32(request.payload, streamAt + layout.statesOffset + 3 * 128 + 8, 5), /chunk 3: a lane state is below 2\^16/],
       [withU32(request.payload, streamAt + layout.statesOffset + 5 * 128, 0x12345678), /chunk 5:/],
       [withU32(request.payload, streamAt + layout.wordsOffset + 2 * layout.wordStarts[2]! + 40, 0xdeadbeef), /chunk 2:/],
+      // The last chunk of the dispatch starting every lane at 2^16: each row takes a word per lane, far more than
+      // the chunk has, so its lanes read past its words and past the end of the dispatch's data.
+      [Array.from({ length: 32 }, (_, lane) => streamAt + layout.statesOffset + 7 * 128 + 4 * lane)
+        .reduce((payload, at) => withU32(payload, at, 0x10000), request.payload), /chunk 7: the chunk needs more words than it has/],
     ];
     for (const [payload, message] of corruptions) {
+      expect(cpuErrorCode({ ...request, payload })).toBe('CorruptStream');
       const failed = decoder.decodeToBuffers([bystander, { ...request, payload, payloadOffset: 1000 }]);
       await expect(failed).rejects.toMatchObject({ code: 'CorruptStream', tensor: 'victim' });
       await expect(failed).rejects.toThrow(message);
