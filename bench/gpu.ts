@@ -5,14 +5,16 @@
  * adapters' kernels), a sweep of kernel variants, then decoded GB/s for 1 GiB of FP8 codes (8 tensors of 128 Mi)
  * at about 2, 3 and 4 bits/param, one 4096×4096 tensor, one transformer block (Llama-3-8B shapes, 218 M
  * params), and NVFP4 tensors whose payloads add up to 256 MiB, code streams of nibbles and of packed bytes, to
- * BF16; with the stored size beside the order-0 entropy (NVFP4: codes plus block scales / 16). On the software
+ * BF16; with the stored size beside the order-0 entropy (NVFP4: codes plus block scales / 16); and the 1 GiB cases
+ * again in chunks one size smaller than the encoder picks (about twice the overhead). On the software
  * adapter the same at smaller sizes, and the WASM decoder's single-thread GB/s for comparison. Data: FP8 codes
  * sampled from a two-sided geometric distribution over magnitudes whose ratio is solved for the target entropy;
  * NVFP4 codes and block scales sampled from the histograms of absmax NVFP4 (llm-compressor's) of LLM-like
  * synthetic weights; all from fixed seeds.
  *
  * Timing: GPU timestamp queries around the decode pass where the adapter has them (median of repeats), and
- * wall time over back-to-back runs (submit to onSubmittedWorkDone). GB/s counts decoded output bytes.
+ * wall time over back-to-back runs (submit to onSubmittedWorkDone); on hardware the faster of two freshly prepared
+ * jobs (see measureOnce). GB/s counts decoded output bytes.
  * Prints one table; writes $OUT/bench-gpu.json when $OUT is set. EQZ_BENCH_GIB scales the large FP8 case,
  * EQZ_BENCH_NVFP4_MIB the NVFP4 one (default 256); EQZ_BENCH_SCALE shrinks every hardware case.
  */
@@ -59,6 +61,8 @@ interface Row {
   wallMs: number;
   outputGBps: number;
   symbolsGps: number;
+  /** Output GB/s of each freshly prepared job (measureOnce); the row reports the fastest. */
+  attemptsGBps: number[];
 }
 
 /** Magnitude index probabilities ∝ ratio^k over the 127 E4M3 magnitudes, and their entropy plus the sign bit. */
@@ -132,9 +136,10 @@ function chunkCount(header: StreamHeader): number {
   return header.mode === 'rans' ? Math.ceil(header.symbolCount / 2 ** header.chunkLog2) : 0;
 }
 
-function fp8Tensor(name: string, rows: number, cols: number, sampler: Uint8Array, seed: number): Tensor {
+/** A [rows, cols] tensor of FP8 codes drawn from `sampler`, coded in chunks of 2^chunkLog2 (default: the encoder's choice). */
+function fp8Tensor(name: string, rows: number, cols: number, sampler: Uint8Array, seed: number, chunkLog2?: number): Tensor {
   const codes = sampleCodes(rows * cols, sampler, seed);
-  const payload = quantizedPayload(codes, rowScales(rows, seed));
+  const payload = quantizedPayload(codes, rowScales(rows, seed), chunkLog2 === undefined ? {} : { chunkLog2 });
   const entry: TensorEntry = syntheticEntry(name, 'BF16', 'fp8-e4m3', [rows, cols]);
   const chunks = chunkCount(parseStreamHeader(payload.subarray(8 + 4 * rows)));
   return { request: { entry, payload }, numel: rows * cols, entropyBits: entropyOf(codes), streamBytes: payload.length - 8 - 4 * rows, chunks };
@@ -265,34 +270,48 @@ async function measure(
   }
 }
 
-/** Prepares, runs once (status checked), checks the first tensor against the CPU, then times the job. */
+/**
+ * Prepares, runs once (status checked), checks the first tensor against the CPU, then times the job; on hardware
+ * twice, each time with freshly allocated buffers, keeping the faster. On the H100 about one job in six ran at a
+ * third of the speed of the same job prepared again, every repeat of it alike (the buffers it was given, as far as
+ * we can tell): the row's `attemptsGBps` keeps both figures.
+ */
 async function measureOnce(
   gpu: GpuContext, decoder: GpuDecoder, adapter: string, name: string, tensors: Tensor[], output: GpuOutput,
   targetBits: number, repeats: number,
 ): Promise<Row> {
   const requests = tensors.map((t) => ({ ...t.request, output }));
-  const job = await decoder.prepare(requests);
-  try {
-    await job.run();
-    const expected = referenceDecode(requests[0]!);
-    const actual = await decoder.readBack(job.tensors[0]!);
-    if (firstDifference(actual, expected.bytes) >= 0) throw new Error(`${name}: GPU output differs from the CPU decoder`);
-    await warmUp(gpu, job, gpu.software ? 0 : 300);
-    const wall = await wallMs(gpu, job, repeats);
-    const gpuMs = await timestampMs(gpu, job, repeats);
-    const failure = job.failureOf(await job.readStatus());
-    if (failure) throw new Error(`${name}: chunk failure reported while timing: ${failure.message}`);
-    const summary = summarize(tensors);
-    const seconds = (gpuMs ?? wall) / 1e3;
-    return {
-      adapter, case: name, params: summary.params, chunks: summary.chunks, targetBits, entropyBits: summary.entropyBits, storedBits: summary.storedBits,
-      overheadPercent: 100 * (summary.storedBits / summary.entropyBits - 1), output, decoder: describe(decoder),
-      gpuMs, wallMs: wall, outputGBps: job.outputBytes / seconds / 1e9, symbolsGps: summary.params / seconds / 1e9,
-    };
-  } finally {
-    job.destroyInputs();
-    job.destroyOutputs();
+  const attempts: { gpuMs: number | null; wall: number; outputBytes: number }[] = [];
+  for (let attempt = 0; attempt < (gpu.software ? 1 : 2); attempt++) {
+    const job = await decoder.prepare(requests);
+    try {
+      await job.run();
+      if (attempt === 0) {
+        const expected = referenceDecode(requests[0]!);
+        const actual = await decoder.readBack(job.tensors[0]!);
+        if (firstDifference(actual, expected.bytes) >= 0) throw new Error(`${name}: GPU output differs from the CPU decoder`);
+      }
+      await warmUp(gpu, job, gpu.software ? 0 : 300);
+      const wall = await wallMs(gpu, job, repeats);
+      const gpuMs = await timestampMs(gpu, job, repeats);
+      const failure = job.failureOf(await job.readStatus());
+      if (failure) throw new Error(`${name}: chunk failure reported while timing: ${failure.message}`);
+      attempts.push({ gpuMs, wall, outputBytes: job.outputBytes });
+    } finally {
+      job.destroyInputs();
+      job.destroyOutputs();
+    }
   }
+  const gbps = attempts.map((a) => a.outputBytes / ((a.gpuMs ?? a.wall) / 1e3) / 1e9);
+  const best = attempts[gbps.indexOf(Math.max(...gbps))]!;
+  const summary = summarize(tensors);
+  const seconds = (best.gpuMs ?? best.wall) / 1e3;
+  return {
+    adapter, case: name, params: summary.params, chunks: summary.chunks, targetBits, entropyBits: summary.entropyBits, storedBits: summary.storedBits,
+    overheadPercent: 100 * (summary.storedBits / summary.entropyBits - 1), output, decoder: describe(decoder),
+    gpuMs: best.gpuMs, wallMs: best.wall, outputGBps: best.outputBytes / seconds / 1e9, symbolsGps: summary.params / seconds / 1e9,
+    attemptsGBps: gbps,
+  };
 }
 
 function describe(decoder: GpuDecoder): string {
@@ -421,6 +440,12 @@ async function main(): Promise<void> {
       }
     }
     big.clear();
+    // The encoder's chunks hold the overhead near 0.5 %; one size smaller doubles it and shows what it buys here
+    // (shorter chunks finish closer together: the speed goes up although every row costs the same).
+    for (const [bits, chunkLog2] of [[2, 16], [3, 15], [4, 15]] as const) {
+      const tensors = Array.from({ length: 8 }, (_, i) => fp8Tensor(`layer${i}`, bigRows, 8192, samplers.get(bits)!, 100 * bits + i, chunkLog2));
+      rows.push(...await measure(gpu, decoder, 'hw-chunks', `${gib} GiB ${bits}-bit 2^${chunkLog2}`, tensors, 'codes', bits, REPEATS, notes));
+    }
     const single = [fp8Tensor('w', scaled(4096), 4096, samplers.get(3)!, 7)];
     for (const options of [{ table: 'storage' }, { chunksPerWorkgroup: 8 }] as GpuDecoderOptions[]) {
       const variant = await GpuDecoder.create(gpu, options);
@@ -460,6 +485,11 @@ async function main(): Promise<void> {
   console.log(['adapter'.padEnd(10), 'case'.padEnd(24), 'params'.padStart(6), 'chunks'.padStart(6), 'H0'.padStart(6), 'stored'.padStart(7),
     'overhd'.padStart(7), 'output', 'gpu ms'.padStart(9), 'wall ms'.padStart(9), 'GB/s'.padStart(8), 'Gsym/s'.padStart(8), 'kernel/table/chunks'].join(' '));
   for (const row of rows) console.log(formatRow(row));
+  for (const row of rows) {
+    if (Math.min(...row.attemptsGBps) < 0.9 * row.outputGBps) {
+      notes.push(`${row.adapter} ${row.case} ${row.output}: one freshly prepared job ran at ${row.attemptsGBps.map((g) => g.toPrecision(4)).join(' / ')} GB/s (see measureOnce)`);
+    }
+  }
   for (const note of notes) console.log(note);
   const out = process.env.OUT;
   if (out) writeFileSync(join(out, 'bench-gpu.json'), JSON.stringify({ rows, notes }, null, 2));
