@@ -106,9 +106,10 @@ override OUTPUT_FORMAT: u32 = FORMAT_BYTES;
 /** At most MAX_CHUNKS_PER_GROUP (workgroup arrays are sized for that many). */
 override CHUNKS_PER_GROUP: u32 = MAX_CHUNKS_PER_GROUP;
 override WORKGROUP_SIZE: u32 = CHUNKS_PER_GROUP * LANES;
-/** WIDE: the adapter's subgroup size when it is fixed (lets the compiler fold the chunk's ballot word, and, at 32, drop
- * the slots without a chunk), else 0. */
+/** WIDE: the adapter's subgroup size when it is fixed (lets the compiler fold the chunk's ballot word), else 0. */
 override SUBGROUP_SIZE: u32 = 0u;
+/** Each chunk is a whole subgroup (WIDE at size 32): its ballot is the subgroup's, and no other slot takes part in it. */
+override CHUNK_IS_SUBGROUP: bool = SUBGROUP_SIZE == LANES;
 
 /** Bits of the stream's symbols: 8, or 4 (nibbles: stored two to a byte, written as nibbles by FORMAT_BYTES). */
 override SYMBOL_BITS: u32 = 8u;
@@ -464,7 +465,7 @@ fn writeGroup(me: Lane, chunk: Chunk, group: u32, collected: vec2<u32>, checked:
   let at = chunk.output + group * LANES * WORDS_PER_SYMBOL + me.groupWord;
   // A chunk alone in its subgroup never decodes without one (decode returns first), and its full groups write
   // without a branch: on an H100, 1 GiB of 3-bit codes decoded 1 % faster.
-  let owned = (SUBGROUP_SIZE == LANES) || chunk.symbols != 0u;
+  let owned = CHUNK_IS_SUBGROUP || chunk.symbols != 0u;
   let written = select(owned, me.groupWord < wordsInGroup(chunk.symbols, group), checked);
   if (WORDS_PER_SYMBOL == 2u) {
     if (written) {
@@ -682,10 +683,10 @@ fn decode(
     return;
   }
   // A slot without a chunk and alone in its subgroup has nothing to take part in.
-  if (SUBGROUP_SIZE == LANES && slot >= chunkCount) {
+  if (CHUNK_IS_SUBGROUP && slot >= chunkCount) {
     return;
   }
-  let me = laneOf(lane, slot, 0u, select((subgroupLane / LANES) % 4u, 0u, SUBGROUP_SIZE == LANES), subgroupLane);
+  let me = laneOf(lane, slot, 0u, select((subgroupLane / LANES) % 4u, 0u, CHUNK_IS_SUBGROUP), subgroupLane);
   // Chunks sharing a subgroup run the same loops; an empty slot does not hold back its neighbour's full groups.
   let own = groupCounts(chunk.symbols);
   let fullGroups = subgroupMin(select(own.x, 0xFFFFFFFFu, chunk.symbols == 0u));
