@@ -79,11 +79,11 @@ describe('codedSizeBits and entropyBitsPerSymbol', () => {
 });
 
 describe('chooseChunkLog2', () => {
-  it('keeps the 132 bytes per chunk within 0.6 % of the coded size, clamped to 12..24 and to the stream', () => {
-    expect(chooseChunkLog2(1e9, 2)).toBe(17);
+  it('keeps the 132 bytes per chunk within 0.81 % of the coded size, clamped to 12..24 and to the stream', () => {
+    expect(chooseChunkLog2(1e9, 2)).toBe(16);
     expect(chooseChunkLog2(1e9, 3)).toBe(16);
-    expect(chooseChunkLog2(1e9, 4)).toBe(16);
-    expect(chooseChunkLog2(1e9, 8)).toBe(15);
+    expect(chooseChunkLog2(1e9, 4)).toBe(15);
+    expect(chooseChunkLog2(1e9, 8)).toBe(14);
     expect(chooseChunkLog2(1e9, 0.01)).toBe(24);
     expect(chooseChunkLog2(1e9, 0)).toBe(24);
     expect(chooseChunkLog2(5000, 2)).toBe(13);

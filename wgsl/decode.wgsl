@@ -41,8 +41,6 @@ const TABLE_SLOTS = 4096u;
 const PREFETCH_PAIRS = 64u;
 /** Pairs between the lanes' prefetch loads: 32 lanes touch 8 lines of 128 bytes, two iterations' words at 4 bits. */
 const PREFETCH_STRIDE = 8u;
-/** Workgroup arrays have constant sizes (override-sized ones are not portable yet). */
-const MAX_CHUNKS_PER_GROUP = 8u;
 
 const FORMAT_BYTES = 0u;
 const FORMAT_F32 = 1u;
@@ -103,8 +101,8 @@ const STREAM_VALUES = 6u;      // VALUES_*: what the codes mean when dequantized
 const STREAM_RECIPROCAL = 7u;  // NVFP4: f32 bits of m = RNE_f32(1 / global_scale), computed on the host
 
 override OUTPUT_FORMAT: u32 = FORMAT_BYTES;
-/** At most MAX_CHUNKS_PER_GROUP (workgroup arrays are sized for that many). */
-override CHUNKS_PER_GROUP: u32 = MAX_CHUNKS_PER_GROUP;
+/** 1 to 32 (1024 invocations); the workgroup arrays below are sized for it. */
+override CHUNKS_PER_GROUP: u32 = 8u;
 override WORKGROUP_SIZE: u32 = CHUNKS_PER_GROUP * LANES;
 /** WIDE: the adapter's subgroup size when it is fixed (lets the compiler fold the chunk's ballot word), else 0. */
 override SUBGROUP_SIZE: u32 = 0u;
@@ -140,9 +138,9 @@ var<workgroup> subgroupCounter: atomic<u32>;
 // #endif
 // #if !WIDE
 /** Ballots through workgroup memory: three words per chunk, used in turn (see chunkBallot). */
-var<workgroup> ballots: array<atomic<u32>, MAX_CHUNKS_PER_GROUP * 3u>;
+var<workgroup> ballots: array<atomic<u32>, CHUNKS_PER_GROUP * 3u>;
 /** Shuffles through workgroup memory: two buffers of a word per lane, used in turn (see shuffleXorBeyondQuad). */
-var<workgroup> exchange: array<u32, MAX_CHUNKS_PER_GROUP * LANES * 2u>;
+var<workgroup> exchange: array<u32, CHUNKS_PER_GROUP * LANES * 2u>;
 /** Which ballot word / exchange buffer comes next: the same sequence in every invocation. */
 var<private> ballotTurn: u32;
 var<private> exchangeTurn: u32;
@@ -394,7 +392,7 @@ fn chunkBallot(me: Lane, flag: bool) -> u32 {
  * next exchange's barrier (and so has read this one).
  */
 fn shuffleXorBeyondQuad(me: Lane, value: u32, mask: u32) -> u32 {
-  let base = (exchangeTurn * MAX_CHUNKS_PER_GROUP + me.slot) * LANES;
+  let base = (exchangeTurn * CHUNKS_PER_GROUP + me.slot) * LANES;
   exchange[base + me.lane] = value;
   workgroupBarrier();
   exchangeTurn ^= 1u;

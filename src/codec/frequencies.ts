@@ -106,18 +106,20 @@ export function entropyBitsPerSymbol(counts: ArrayLike<number>): number {
 
 /**
  * Largest share of the coded payload the per-chunk states and word counts may take: what keeps a stream under 1 %
- * over its entropy while giving the GPU enough chunks. On an H100, 1 GiB of 3-bit codes decoded 25 % faster in
- * chunks of 2^16 symbols (0.54 %) than of 2^18 (0.13 %): more chunks in flight. Halving once more still pays, but
- * less (bench:gpu: 3 % faster at 2^15, 0.90 % over the entropy in all), so the budget stays where size wins.
+ * over its entropy while giving the GPU enough chunks. On an H100 (bench:gpu, 1 GiB of codes), halving the chunk
+ * decodes about 3 % faster at twice the share: 2 bits/symbol decoded at 683 GB/s in chunks of 2^17 (0.35 % over the
+ * entropy in all) and 706 in 2^16 (0.65 %); 4 bits at 704 in 2^16 (0.43 %) and 706 in 2^15 (0.74 %). This budget is
+ * the smallest that gives 2 bits 2^16, so that every rate decodes at 700 GB/s or more within 1 %; 4 bits get 2^15
+ * with it (the same share: 132 bytes of 2^15 · 4 bits), 3 bits keep 2^16.
  */
-export const CHUNK_OVERHEAD_BUDGET = 0.006;
+export const CHUNK_OVERHEAD_BUDGET = 0.0081;
 
 /**
  * chunk_log2 the encoder uses for `symbolCount` symbols coded at `bitsPerSymbol`: the smallest chunk whose
  * fixed 132 bytes stay within {@link CHUNK_OVERHEAD_BUDGET} of its coded bytes — small chunks are what gives a
  * big tensor its parallelism (threads on the CPU, workgroups on the GPU) — clamped to 12..24, and no larger
  * than the smallest chunk holding the whole stream (one chunk then, whatever the header says).
- * E.g. 2 bits/symbol → 17, 3 or 4 bits → 16, 0.25 bits → 20.
+ * E.g. 2 or 3 bits/symbol → 16, 4 bits → 15, 0.25 bits → 19.
  */
 export function chooseChunkLog2(symbolCount: number, bitsPerSymbol: number): number {
   const minimumSymbols = (CHUNK_OVERHEAD_BYTES * 8) / (CHUNK_OVERHEAD_BUDGET * Math.max(bitsPerSymbol, 2 ** -8));

@@ -107,8 +107,8 @@ const COPY_CHUNK_SYMBOLS = 1 << 16;
 const MIN_COPY_CHUNK_SYMBOLS = 128;
 /** Storage binding offsets must be multiples of this (WebGPU's minStorageBufferOffsetAlignment is at most 256). */
 const BINDING_ALIGNMENT = 256;
-/** At most this many chunks share a workgroup (the kernel's MAX_CHUNKS_PER_GROUP). */
-export const MAX_CHUNKS_PER_GROUP = 8;
+/** At most this many chunks share a workgroup: 1024 invocations, the most WebGPU devices may allow. */
+export const MAX_CHUNKS_PER_GROUP = 32;
 
 const PLANES_HEADER_BYTES = 8;
 
@@ -260,9 +260,9 @@ export interface PlanLimits {
   maxBufferBytes: number;
   /** Scratch buffer for planes before merging. */
   scratchBytes: number;
-  /** Chunks per workgroup (1..8), or `auto`: per dispatch, see {@link autoChunksPerGroup}. */
+  /** Chunks per workgroup (1..32), or `auto`: per dispatch, see {@link autoChunksPerGroup}. */
   chunksPerGroup: number | 'auto';
-  /** Most chunks a workgroup may hold on this device (its invocation limit / 32, at most 8). */
+  /** The most chunks per workgroup `auto` gives (the kernel's choice, within the device's invocation limit / 32). */
   maxChunksPerGroup: number;
 }
 
@@ -274,7 +274,7 @@ const TARGET_WORKGROUPS = 512;
  * chunks (one tensor, a small block) decode fastest spread one per workgroup over as many processors as possible.
  */
 export function autoChunksPerGroup(chunks: number, most = MAX_CHUNKS_PER_GROUP): number {
-  let perGroup = most;
+  let perGroup = 2 ** Math.floor(Math.log2(most));
   while (perGroup > 1 && chunks / perGroup < TARGET_WORKGROUPS) perGroup /= 2;
   return perGroup;
 }

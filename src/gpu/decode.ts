@@ -49,8 +49,8 @@ export type { GpuDecodeRequest, GpuOutput } from './decode-plan.js';
 export type DecodeKernel = 'wide' | 'narrow' | 'portable';
 
 /**
- * Workgroup memory the kernels need with the table in it: 16 KiB of table beside about 5 KiB of other arrays
- * (decode.wgsl), rounded up to the next limit a device is likely to grant. WebGPU's default limit is 16 KiB.
+ * Workgroup memory the kernels need with the table in it: 16 KiB of table beside at most about 10 KiB of other
+ * arrays (decode.wgsl, 32 chunks a workgroup), rounded up to the next limit a device is likely to grant. WebGPU's default limit is 16 KiB.
  */
 export const WORKGROUP_TABLE_BYTES = 32 * 1024;
 
@@ -65,8 +65,9 @@ export interface GpuDecoderOptions {
    */
   table?: 'workgroup' | 'storage';
   /**
-   * Chunks (of 32 lanes) per workgroup, 1..8, or `auto` (per dispatch: fewer when chunks are few, so they spread
-   * over the GPU). Default `auto` on hardware adapters, 8 on software ones (each value is a pipeline to compile).
+   * Chunks (of 32 lanes) per workgroup, 1..32 (at most the device's invocation limit / 32), or `auto` (per
+   * dispatch: fewer when chunks are few, so they spread over the GPU; at most 32 for the wide kernel, 8 for the
+   * others). Default `auto` on hardware adapters, 8 on software ones (each value is a pipeline to compile).
    */
   chunksPerWorkgroup?: number | 'auto';
   /** Cap on storage binding sizes below the adapter's (tests use it to exercise splitting). */
@@ -97,6 +98,8 @@ export interface GpuTensor {
 }
 
 const DEFAULT_SCRATCH_BYTES = 256 * 1024 * 1024;
+/** The most chunks per workgroup 'auto' gives the narrow and portable kernels (see autoMostChunks). */
+const PORTABLE_CHUNKS_PER_GROUP = 8;
 const STATUS_BYTES = 16;
 /** Status words (decode.wgsl STATUS_*): the first chunk that did not decode, subgroups unsuitable, the first NaN code. */
 const STATUS_FAILURE = 0;
@@ -163,14 +166,14 @@ export class GpuDecoder {
     const limits = gpu.device.limits;
     this.kernelInUse = options.kernel ?? defaultKernel(gpu);
     if (this.kernelInUse !== 'portable' && !gpu.subgroups) throw new Error(`the ${this.kernelInUse} kernel needs subgroups, which ${gpu.description} lacks`);
-    // The wide kernel reads tables through the cache: on an H100, 1 GiB of 3-bit codes decoded at 625 GB/s from
-    // storage against 461 from workgroup memory (bench:gpu variants). The others keep them in workgroup memory where
+    // The wide kernel reads tables through the cache: on an H100, 1 GiB of 3-bit codes decoded at 678 GB/s from
+    // storage against 532 from workgroup memory (bench:gpu variants, 8 chunks a workgroup). The others keep them in workgroup memory where
     // it fits.
     const workgroupFits = limits.maxComputeWorkgroupStorageSize >= WORKGROUP_TABLE_BYTES;
     this.table = options.table ?? (this.kernelInUse !== 'wide' && workgroupFits ? 'workgroup' : 'storage');
     // A device opened with default limits (compatibility mode: 128 invocations) holds fewer chunks per workgroup.
     this.maxChunksPerWorkgroup = Math.min(MAX_CHUNKS_PER_GROUP, Math.floor(limits.maxComputeInvocationsPerWorkgroup / 32));
-    const chunks = options.chunksPerWorkgroup ?? (gpu.software ? this.maxChunksPerWorkgroup : 'auto');
+    const chunks = options.chunksPerWorkgroup ?? (gpu.software ? this.autoMostChunks : 'auto');
     if (chunks !== 'auto' && !(Number.isInteger(chunks) && chunks >= 1 && chunks <= this.maxChunksPerWorkgroup)) {
       throw new RangeError(`chunksPerWorkgroup must be 'auto' or an integer in 1..${this.maxChunksPerWorkgroup} on ${gpu.description}`);
     }
@@ -189,8 +192,18 @@ export class GpuDecoder {
     const loader = options.shaderLoader ?? (await import('./decode-shader-files.js')).fileShaderLoader;
     const decoder = new GpuDecoder(gpu, options, loader);
     const chunks = decoder.chunksPerWorkgroup;
-    await decoder.decodePipeline(BYTES_PIPELINE, chunks === 'auto' ? decoder.maxChunksPerWorkgroup : chunks);
+    await decoder.decodePipeline(BYTES_PIPELINE, chunks === 'auto' ? decoder.autoMostChunks : chunks);
     return decoder;
+  }
+
+  /**
+   * The most chunks per workgroup 'auto' gives the kernel in use. The wide kernel takes as many as the device
+   * allows: on an H100, 1 GiB of 3-bit codes decoded at 678 GB/s with 8 chunks per workgroup, 691 with 16 and 707
+   * with 32. The others keep 8: their ballots and shuffles wait at workgroup barriers, which more invocations make
+   * longer (a plan made for the wide kernel still runs on them after a fall-back: their arrays are sized per pipeline).
+   */
+  private get autoMostChunks(): number {
+    return this.kernelInUse === 'wide' ? this.maxChunksPerWorkgroup : Math.min(PORTABLE_CHUNKS_PER_GROUP, this.maxChunksPerWorkgroup);
   }
 
   /** The kernel path in use (it can fall back to a slower one after a call, see the module comment). */
@@ -244,7 +257,7 @@ export class GpuDecoder {
       maxBufferBytes: this.maxBufferBytes,
       scratchBytes: this.scratchLimit,
       chunksPerGroup: this.chunksPerWorkgroup,
-      maxChunksPerGroup: this.maxChunksPerWorkgroup,
+      maxChunksPerGroup: this.autoMostChunks,
     }, decodeRaw);
     const job = new GpuDecodeJob(this, requests, plan);
     await job.resolvePipelines();
