@@ -167,8 +167,8 @@ export class GpuDecoder {
     this.kernelInUse = options.kernel ?? defaultKernel(gpu);
     if (this.kernelInUse !== 'portable' && !gpu.subgroups) throw new Error(`the ${this.kernelInUse} kernel needs subgroups, which ${gpu.description} lacks`);
     // The wide kernel reads tables through the cache: on an H100, 1 GiB of 3-bit codes decoded at 678 GB/s from
-    // storage against 532 from workgroup memory (bench:gpu variants, 8 chunks a workgroup). The others keep them in workgroup memory where
-    // it fits.
+    // storage against 532 from workgroup memory (bench:gpu variants, 8 chunks a workgroup). The others keep them in
+    // workgroup memory where it fits.
     const workgroupFits = limits.maxComputeWorkgroupStorageSize >= WORKGROUP_TABLE_BYTES;
     this.table = options.table ?? (this.kernelInUse !== 'wide' && workgroupFits ? 'workgroup' : 'storage');
     // A device opened with default limits (compatibility mode: 128 invocations) holds fewer chunks per workgroup.
