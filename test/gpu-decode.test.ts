@@ -112,7 +112,8 @@ describe.each(ADAPTERS)('GPU decode on the %s software adapter', (adapter) => {
 
   // Other pipelines: compiled in milliseconds on GLES, about ten seconds each on SwiftShader.
   it.runIf(adapter === 'gles')('gives the same bytes with decode tables in a storage buffer and other chunks per workgroup', async () => {
-    // The most the device allows: beyond the 8 'auto' gives this kernel (20 chunks here), its workgroup arrays sized to match.
+    // The most the device allows: beyond the 8 'auto' gives this kernel (20 chunks here), with workgroup arrays
+    // sized to match.
     const most = Math.min(32, Math.floor(gpu.device.limits.maxComputeInvocationsPerWorkgroup / 32));
     expect(most).toBeGreaterThan(8);
     for (const options of [{ table: 'storage', chunksPerWorkgroup: 'auto' }, { chunksPerWorkgroup: 3 }, { chunksPerWorkgroup: most }] as const) {

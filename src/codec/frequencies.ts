@@ -106,11 +106,11 @@ export function entropyBitsPerSymbol(counts: ArrayLike<number>): number {
 
 /**
  * Largest share of the coded payload the per-chunk states and word counts may take: what keeps a stream under 1 %
- * over its entropy while giving the GPU enough chunks. On an H100 (bench:gpu, 1 GiB of codes), halving the chunk
- * decodes about 3 % faster at twice the share: 2 bits/symbol decoded at 683 GB/s in chunks of 2^17 (0.35 % over the
- * entropy in all) and 706 in 2^16 (0.65 %); 4 bits at 704 in 2^16 (0.43 %) and 706 in 2^15 (0.74 %). This budget is
- * the smallest that gives 2 bits 2^16, so that every rate decodes at 700 GB/s or more within 1 %; 4 bits get 2^15
- * with it (the same share: 132 bytes of 2^15 · 4 bits), 3 bits keep 2^16.
+ * over its entropy while giving the GPU enough chunks. On an H100 (bench:gpu, 1 GiB of codes), 2 bits/symbol decoded
+ * at 683 GB/s in chunks of 2^17 (0.35 % over the entropy in all: 8192 chunks, just under the 8448 warps it holds at
+ * once) and at 706 in 2^16 (0.65 %). This budget is the smallest that gives 2 bits 2^16, so that every rate decodes
+ * at 700 GB/s or more within 1 %. 3 bits keep 2^16 (706, 0.49 %); 4 bits get 2^15 with it (the same share: 132 bytes
+ * of 2^15 · 4 bits), which buys them little (704 GB/s at 0.43 % in 2^16, 706 at 0.74 % in 2^15).
  */
 export const CHUNK_OVERHEAD_BUDGET = 0.0081;
 

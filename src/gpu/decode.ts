@@ -50,7 +50,8 @@ export type DecodeKernel = 'wide' | 'narrow' | 'portable';
 
 /**
  * Workgroup memory the kernels need with the table in it: 16 KiB of table beside at most about 10 KiB of other
- * arrays (decode.wgsl, 32 chunks a workgroup), rounded up to the next limit a device is likely to grant. WebGPU's default limit is 16 KiB.
+ * arrays (decode.wgsl, 32 chunks a workgroup), rounded up to the next limit a device is likely to grant. WebGPU's
+ * default limit is 16 KiB.
  */
 export const WORKGROUP_TABLE_BYTES = 32 * 1024;
 
