@@ -13,7 +13,7 @@ import { syntheticWeights } from '../src/tensor/synthetic.js';
 import { eqz, tempDir } from './helpers.js';
 import { acquireGpu, type GpuContext, type SoftwareAdapter } from '../src/gpu/device.js';
 import { GpuDecoder, type GpuDecodeRequest } from '../src/gpu/decode.js';
-import { autoChunksPerGroup, planDecode, type PlanLimits } from '../src/gpu/decode-plan.js';
+import { autoChunksPerGroup, MAX_CHUNKS_PER_GROUP, planDecode, type PlanLimits } from '../src/gpu/decode-plan.js';
 import {
   compareWithCpu, e4m3Codes, int8Codes, nvfp4Payload, nvfp4Request, planesRequest, quantizedRequest, randomNvfp4, rowScales,
   selfCheckRequests, syntheticEntry,
@@ -114,7 +114,7 @@ describe.each(ADAPTERS)('GPU decode on the %s software adapter', (adapter) => {
   it.runIf(adapter === 'gles')('gives the same bytes with decode tables in a storage buffer and other chunks per workgroup', async () => {
     // The most the device allows: beyond the 8 'auto' gives this kernel (20 chunks here), with workgroup arrays
     // sized to match.
-    const most = Math.min(32, Math.floor(gpu.device.limits.maxComputeInvocationsPerWorkgroup / 32));
+    const most = Math.min(MAX_CHUNKS_PER_GROUP, Math.floor(gpu.device.limits.maxComputeInvocationsPerWorkgroup / 32));
     expect(most).toBeGreaterThan(8);
     for (const options of [{ table: 'storage', chunksPerWorkgroup: 'auto' }, { chunksPerWorkgroup: 3 }, { chunksPerWorkgroup: most }] as const) {
       const variant = await GpuDecoder.create(gpu, options);
